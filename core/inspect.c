@@ -1,0 +1,147 @@
+#include "inspect.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static const char *how_name(enum rfs_how h)
+{
+	switch (h) {
+	case RFS_HOW_MERGED: return "merged";
+	case RFS_HOW_PASSTHROUGH: return "passthrough";
+	case RFS_HOW_CONVERTED: return "converted";
+	case RFS_HOW_COMPUTED: return "computed";
+	}
+	return "?";
+}
+
+static void shape_text(const struct rfs_tinfo *t, char *buf, size_t len)
+{
+	size_t off;
+	unsigned i;
+
+	snprintf(buf, len, "[");
+	for (i = 0; i < t->ndim; i++) {
+		off = strlen(buf);
+		snprintf(buf + off, len - off, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
+	}
+	off = strlen(buf);
+	snprintf(buf + off, len - off, "]");
+}
+
+void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
+{
+	char spec[4096], hb[32], shp[160];
+	uint64_t total = 0;
+	size_t i;
+
+	rfs_spec_format(&p->spec, spec, sizeof(spec));
+	fprintf(out, "SPEC      %s\nmode      %s\n", spec,
+		p->compute ? "compute (the result is a residuals directory)"
+			   : "apply (the result is a model)");
+	fprintf(out, "dtype     %s\nrounding  %s\n\nsources:\n",
+		p->opts.out_dtype >= 0 ? rfs_dtype_torch_name(p->opts.out_dtype)
+				       : (p->compute ? "float32" : "as the base"),
+		p->opts.rounding == RFS_ROUND_CAST_FIRST ? "cast-first" : "single");
+	for (i = 0; i < p->nsrc; i++)
+		fprintf(out, "  %-9s scale %-6g %zu file(s), %zu tensors  %s\n",
+			rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale,
+			p->src[i]->nfiles, p->src[i]->ntensors, p->src[i]->dir);
+	fprintf(out, "\nfiles:\n");
+	for (i = 0; i < p->nfiles; i++) {
+		rfs_human_bytes(p->files[i].size, hb, sizeof(hb));
+		fprintf(out, "  %14llu  %-11s %s\n", (unsigned long long)p->files[i].size, hb,
+			p->files[i].name);
+		total += p->files[i].size;
+	}
+	rfs_human_bytes(total, hb, sizeof(hb));
+	fprintf(out, "  %14llu  %-11s total\n\ntensors:\n", (unsigned long long)total, hb);
+	for (i = 0; i < p->ntinfo; i++) {
+		const struct rfs_tinfo *t = &p->tinfo[i];
+
+		shape_text(t, shp, sizeof(shp));
+		fprintf(out, "  %-48s %-5s %-16s %-11s terms %u", t->name,
+			rfs_dtype_name((enum rfs_dtype)t->dtype), shp, how_name(t->how), t->nterms);
+		if (t->grown_rows)
+			fprintf(out, "  +%llu grown rows", (unsigned long long)t->grown_rows);
+		fprintf(out, "  [%s]\n", t->file);
+	}
+	if (p->nignored) {
+		fprintf(out, "\nignored delta keys:\n");
+		for (i = 0; i < p->nignored; i++)
+			fprintf(out, "  %s\n", p->ignored[i]);
+	}
+	if (p->nnotes) {
+		fprintf(out, "\nnotes:\n");
+		for (i = 0; i < p->nnotes; i++)
+			fprintf(out, "  %s\n", p->notes[i]);
+	}
+}
+
+int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
+{
+	cJSON *root = cJSON_CreateObject(), *a, *o, *s;
+	char spec[4096], *text;
+	size_t i;
+	unsigned d;
+
+	if (!root)
+		return RFS_E_NOMEM;
+	rfs_spec_format(&p->spec, spec, sizeof(spec));
+	cJSON_AddStringToObject(root, "spec", spec);
+	cJSON_AddStringToObject(root, "mode", p->compute ? "compute" : "apply");
+	if (p->opts.out_dtype >= 0)
+		cJSON_AddStringToObject(root, "dtype", rfs_dtype_torch_name(p->opts.out_dtype));
+	else
+		cJSON_AddNullToObject(root, "dtype");
+	cJSON_AddStringToObject(root, "rounding",
+				p->opts.rounding == RFS_ROUND_CAST_FIRST ? "cast-first" : "single");
+	a = cJSON_AddArrayToObject(root, "sources");
+	for (i = 0; a && i < p->nsrc; i++) {
+		o = cJSON_CreateObject();
+		cJSON_AddItemToArray(a, o);
+		cJSON_AddStringToObject(o, "path", p->src[i]->dir);
+		cJSON_AddStringToObject(o, "kind", rfs_src_kind_name(p->src[i]->kind));
+		cJSON_AddNumberToObject(o, "scale", p->spec.terms[i].scale);
+		cJSON_AddNumberToObject(o, "files", (double)p->src[i]->nfiles);
+		cJSON_AddNumberToObject(o, "tensors", (double)p->src[i]->ntensors);
+	}
+	a = cJSON_AddArrayToObject(root, "files");
+	for (i = 0; a && i < p->nfiles; i++) {
+		o = cJSON_CreateObject();
+		cJSON_AddItemToArray(a, o);
+		cJSON_AddStringToObject(o, "name", p->files[i].name);
+		cJSON_AddNumberToObject(o, "size", (double)p->files[i].size);
+	}
+	a = cJSON_AddArrayToObject(root, "tensors");
+	for (i = 0; a && i < p->ntinfo; i++) {
+		const struct rfs_tinfo *t = &p->tinfo[i];
+
+		o = cJSON_CreateObject();
+		cJSON_AddItemToArray(a, o);
+		cJSON_AddStringToObject(o, "name", t->name);
+		cJSON_AddStringToObject(o, "file", t->file);
+		cJSON_AddStringToObject(o, "dtype", rfs_dtype_name((enum rfs_dtype)t->dtype));
+		s = cJSON_AddArrayToObject(o, "shape");
+		for (d = 0; s && d < t->ndim; d++)
+			cJSON_AddItemToArray(s, cJSON_CreateNumber((double)t->shape[d]));
+		cJSON_AddStringToObject(o, "how", how_name(t->how));
+		cJSON_AddNumberToObject(o, "terms", t->nterms);
+		cJSON_AddNumberToObject(o, "grown_rows", (double)t->grown_rows);
+	}
+	a = cJSON_AddArrayToObject(root, "ignored");
+	for (i = 0; a && i < p->nignored; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(p->ignored[i]));
+	a = cJSON_AddArrayToObject(root, "notes");
+	for (i = 0; a && i < p->nnotes; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(p->notes[i]));
+	text = cJSON_Print(root);
+	cJSON_Delete(root);
+	if (!text)
+		return RFS_E_NOMEM;
+	fprintf(out, "%s\n", text);
+	free(text);
+	return 0;
+}

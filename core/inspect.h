@@ -1,0 +1,16 @@
+/*
+ * inspect.h - prints what a plan would show, as text or JSON.
+ */
+#ifndef RFS_INSPECT_H
+#define RFS_INSPECT_H
+
+#include <stdio.h>
+
+#include "plan.h"
+
+/** Human-readable listing of sources, files, tensors, ignored keys and notes. */
+void rfs_inspect_text(const struct rfs_plan *p, FILE *out);
+/** The same as one JSON document; returns 0 or RFS_E_NOMEM. */
+int rfs_inspect_json(const struct rfs_plan *p, FILE *out);
+
+#endif

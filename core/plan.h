@@ -1,0 +1,135 @@
+/*
+ * plan.h - what a mount shows, as data (DESIGN 5 and 6).
+ *
+ * A plan is built once from the SPEC's sources and never changes after:
+ * a list of virtual files, each a size plus an ordered list of segments
+ * (literal bytes, a byte range of a source file, or a computed tensor).
+ * The mount reads it, export writes it, inspect prints it, tests compare
+ * it.  Reading a plan is thread-safe: the only shared state is the
+ * sources' read-only file descriptors.
+ */
+#ifndef RFS_PLAN_H
+#define RFS_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../kernels/kern.h"
+#include "err.h"
+#include "source.h"
+#include "spec.h"
+
+enum rfs_rounding { RFS_ROUND_SINGLE = 0, RFS_ROUND_CAST_FIRST = 1 };
+
+struct rfs_opts {
+	int out_dtype;        /* enum rfs_dtype of floating outputs, -1: default */
+	enum rfs_rounding rounding;
+	int passthrough;      /* base floats without a delta pass through */
+};
+
+/* One operand of a computed tensor: elements of a source tensor. */
+struct rfs_operand {
+	int fd;
+	uint64_t off;         /* absolute file offset of element 0 */
+	enum rfs_kdt dtype;
+	uint64_t numel;       /* elements available; past it they count +0.0 */
+	float scale;
+	const char *file;     /* for messages */
+};
+
+struct rfs_comp {
+	const char *name;     /* tensor name */
+	enum rfs_kdt out_dtype;
+	uint64_t numel;
+	unsigned nops;
+	int cast_first;
+	struct rfs_operand ops[RFS_SPEC_MAX_TERMS];
+};
+
+enum rfs_seg_kind { RFS_SEG_LIT, RFS_SEG_FILE, RFS_SEG_COMP };
+
+struct rfs_seg {
+	enum rfs_seg_kind kind;
+	uint64_t off, len;    /* place in the virtual file */
+	const char *lit;      /* RFS_SEG_LIT */
+	int fd;               /* RFS_SEG_FILE */
+	uint64_t src_off;     /* RFS_SEG_FILE */
+	const char *src_path; /* RFS_SEG_FILE, for messages */
+	struct rfs_comp *comp; /* RFS_SEG_COMP */
+};
+
+struct rfs_vfile {
+	char *name;
+	uint64_t size;
+	int64_t mtime_ns;
+	uint64_t ino;
+	size_t nseg;
+	struct rfs_seg *segs; /* sorted by off, contiguous, covering [0, size) */
+};
+
+/* What inspect reports about each output tensor. */
+enum rfs_how { RFS_HOW_MERGED, RFS_HOW_PASSTHROUGH, RFS_HOW_CONVERTED, RFS_HOW_COMPUTED };
+
+struct rfs_tinfo {
+	const char *name;
+	const char *file;     /* output file name */
+	int dtype;            /* enum rfs_dtype */
+	unsigned ndim;
+	uint64_t shape[RFS_ST_MAX_DIMS];
+	enum rfs_how how;
+	unsigned nterms;      /* sources feeding it */
+	uint64_t grown_rows;  /* rows beyond the base (vocabulary growth) */
+};
+
+struct rfs_plan {
+	int compute;          /* 1: result is a residuals directory */
+	struct rfs_spec spec;
+	struct rfs_opts opts;
+	size_t nsrc;
+	struct rfs_src *src[RFS_SPEC_MAX_TERMS];
+	size_t nfiles;
+	struct rfs_vfile *files;
+	size_t ntinfo;
+	struct rfs_tinfo *tinfo;
+	size_t nnotes;
+	char **notes;         /* warnings and notes for the user */
+	size_t nignored;
+	char **ignored;       /* delta keys that no output uses */
+	int64_t mtime_ns;
+	/* storage owned by the plan */
+	size_t ncomp;
+	struct rfs_comp **comps;
+	size_t nlits;
+	char **lits;
+	size_t nfds;
+	int *fds;             /* passthrough files kept open */
+};
+
+/**
+ * Opens the sources of @spec and builds the plan.  Everything that can be
+ * wrong with the inputs is found here, before anything is mounted or
+ * written.  On failure *@out is untouched and @err names file and tensor.
+ * @spec is moved into the plan on success (and left to the caller on failure).
+ */
+int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
+		   struct rfs_plan **out, struct rfs_err *err);
+
+/** Frees everything; accepts NULL. */
+void rfs_plan_free(struct rfs_plan *p);
+
+/** Virtual file by name, or NULL. */
+const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name);
+
+/**
+ * Reads @len bytes at @off of @vf into @buf.  Returns the count read,
+ * which is less than @len only at end of file, or a negative rfs_code with
+ * @err filled.  Safe to call from many threads at once.
+ */
+ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
+		       struct rfs_err *err);
+
+/** Sets the compute backend for reads (NULL: rfs_kern_best()). */
+void rfs_plan_set_kernels(const struct rfs_kern_ops *ops);
+
+#endif

@@ -1,0 +1,249 @@
+/*
+ * SPEC parsing: split only where every operand is an existing directory.
+ * A depth-first search over the '+'/'-' positions collects readings; more
+ * than one reading is an error that lists them.
+ */
+#include "spec.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAX_READINGS 4
+
+struct reading {
+	size_t nterms;
+	size_t beg[RFS_SPEC_MAX_TERMS], end[RFS_SPEC_MAX_TERMS]; /* path span */
+	double scale[RFS_SPEC_MAX_TERMS];
+};
+
+struct search {
+	const char *text;
+	size_t len;
+	rfs_spec_isdir_fn isdir;
+	void *ctx;
+	struct reading cur;
+	struct reading found[MAX_READINGS];
+	size_t nfound;
+	size_t nvisits;
+};
+
+static int default_isdir(const char *path, void *ctx)
+{
+	struct stat st;
+
+	(void)ctx;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int span_isdir(struct search *s, size_t b, size_t e)
+{
+	char *p = strndup(s->text + b, e - b);
+	int r;
+
+	if (!p)
+		return 0;
+	r = s->isdir(p, s->ctx);
+	free(p);
+	return r;
+}
+
+/* Parses "NUMBER*" at [b, e); returns the offset after '*' or 0. */
+static size_t scale_prefix(const char *t, size_t b, size_t e, double *scale)
+{
+	const char *star = memchr(t + b, '*', e - b);
+	char num[64], *endp;
+	size_t n;
+
+	if (!star)
+		return 0;
+	n = (size_t)(star - (t + b));
+	if (n == 0 || n >= sizeof(num))
+		return 0;
+	memcpy(num, t + b, n);
+	num[n] = 0;
+	errno = 0;
+	*scale = strtod(num, &endp);
+	if (errno || *endp || !isfinite(*scale))
+		return 0;
+	return (size_t)(star - t) + 1;
+}
+
+static void dfs(struct search *s, size_t pos, double sign)
+{
+	size_t e;
+
+	if (s->nfound >= MAX_READINGS || s->cur.nterms >= RFS_SPEC_MAX_TERMS ||
+	    ++s->nvisits > 100000)
+		return;
+	for (e = pos + 1; e <= s->len; e++) {
+		size_t k = s->cur.nterms, pb;
+		double sc = 1.0;
+		int variant;
+
+		if (e < s->len && s->text[e] != '+' && s->text[e] != '-')
+			continue;
+		/* two readings of an operand: "N*path" and the literal path */
+		for (variant = 0; variant < 2; variant++) {
+			if (variant == 0) {
+				pb = scale_prefix(s->text, pos, e, &sc);
+				if (!pb || pb >= e)
+					continue;
+			} else {
+				pb = pos;
+				sc = 1.0;
+			}
+			if (!span_isdir(s, pb, e))
+				continue;
+			s->cur.beg[k] = pb;
+			s->cur.end[k] = e;
+			s->cur.scale[k] = sign * sc;
+			s->cur.nterms = k + 1;
+			if (e == s->len) {
+				if (s->nfound < MAX_READINGS)
+					s->found[s->nfound++] = s->cur;
+			} else if (e + 1 < s->len) {
+				dfs(s, e + 1, s->text[e] == '-' ? -1.0 : 1.0);
+			}
+			s->cur.nterms = k;
+		}
+	}
+}
+
+static void describe(const struct search *s, const struct reading *r, char *buf, size_t len)
+{
+	size_t i, off = 0;
+
+	buf[0] = 0;
+	for (i = 0; i < r->nterms && off < len; i++) {
+		double sc = r->scale[i] < 0 ? -r->scale[i] : r->scale[i];
+		char num[40] = "";
+		int n;
+
+		if (sc != 1.0)
+			snprintf(num, sizeof(num), "%g*", sc);
+		n = snprintf(buf + off, len - off, "%s%s'%.*s'",
+			     i ? (r->scale[i] < 0 ? " - " : " + ") : "", num,
+			     (int)(r->end[i] - r->beg[i]), s->text + r->beg[i]);
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+}
+
+int rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err)
+{
+	char *p;
+
+	if (s->nterms >= RFS_SPEC_MAX_TERMS)
+		return rfs_errf(err, RFS_E_SPEC, "too many terms (at most %d)", RFS_SPEC_MAX_TERMS);
+	p = strdup(path);
+	if (!p)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	s->terms[s->nterms].path = p;
+	s->terms[s->nterms].scale = scale;
+	s->nterms++;
+	return 0;
+}
+
+void rfs_spec_release(struct rfs_spec *s)
+{
+	size_t i;
+
+	if (!s)
+		return;
+	for (i = 0; i < s->nterms; i++)
+		free(s->terms[i].path);
+	memset(s, 0, sizeof(*s));
+}
+
+int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
+		   struct rfs_spec *out, struct rfs_err *err)
+{
+	struct search *s;
+	struct rfs_spec res = { 0 };
+	size_t i;
+	int ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!text || !*text)
+		return rfs_errf(err, RFS_E_SPEC, "empty SPEC");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	s->text = text;
+	s->len = strlen(text);
+	s->isdir = isdir ? isdir : default_isdir;
+	s->ctx = ctx;
+	dfs(s, 0, 1.0);
+	if (s->nfound == 0) {
+		if (s->isdir(text, ctx))
+			ret = rfs_errf(err, RFS_E_SPEC,
+				       "SPEC '%s' is a single directory: say what to add to it (BASE+DELTA) or subtract from it (INSTRUCT-BASE)",
+				       text);
+		else
+			ret = rfs_errf(err, RFS_E_SPEC,
+				       "SPEC '%s': no way to split it into existing directories joined by '+' or '-' "
+				       "(check that every term exists; for unusual paths use --base/--delta/--instruct)",
+				       text);
+		goto out;
+	}
+	if (s->nfound > 1) {
+		char r1[400], r2[400];
+
+		describe(s, &s->found[0], r1, sizeof(r1));
+		describe(s, &s->found[1], r2, sizeof(r2));
+		ret = rfs_errf(err, RFS_E_SPEC,
+			       "SPEC '%s' is ambiguous: it reads as %s and as %s%s; "
+			       "name the terms with --base DIR --delta DIR [--scale S] (or --instruct DIR --base DIR)",
+			       text, r1, r2, s->nfound > 2 ? " (and more)" : "");
+		goto out;
+	}
+	if (s->found[0].scale[0] != 1.0) {
+		ret = rfs_errf(err, RFS_E_SPEC, "SPEC '%s': the first term cannot be scaled", text);
+		goto out;
+	}
+	for (i = 0; i < s->found[0].nterms; i++) {
+		char *p = strndup(text + s->found[0].beg[i], s->found[0].end[i] - s->found[0].beg[i]);
+
+		if (!p) {
+			rfs_spec_release(&res);
+			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		res.terms[i].path = p;
+		res.terms[i].scale = s->found[0].scale[i];
+		res.nterms = i + 1;
+	}
+	*out = res;
+out:
+	free(s);
+	return ret;
+}
+
+void rfs_spec_format(const struct rfs_spec *s, char *buf, size_t len)
+{
+	size_t i, off = 0;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (i = 0; i < s->nterms && off < len; i++) {
+		double sc = s->terms[i].scale;
+		const char *op = i == 0 ? "" : (sc < 0 ? "-" : "+");
+		int n;
+
+		if (sc < 0)
+			sc = -sc;
+		if (sc == 1.0)
+			n = snprintf(buf + off, len - off, "%s%s", op, s->terms[i].path);
+		else
+			n = snprintf(buf + off, len - off, "%s%g*%s", op, sc, s->terms[i].path);
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+}

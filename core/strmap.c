@@ -1,0 +1,83 @@
+#include "strmap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+static size_t slot_of(const struct rfs_strmap *m, const char *key)
+{
+	return (size_t)XXH3_64bits(key, strlen(key)) & (m->cap - 1);
+}
+
+static int grow(struct rfs_strmap *m)
+{
+	size_t ncap = m->cap ? m->cap * 2 : 64;
+	const char **keys = calloc(ncap, sizeof(*keys));
+	void **vals = calloc(ncap, sizeof(*vals));
+	struct rfs_strmap n = { .cap = ncap, .count = m->count, .keys = keys, .vals = vals };
+	size_t i;
+
+	if (!keys || !vals) {
+		free(keys);
+		free(vals);
+		return -1;
+	}
+	for (i = 0; i < m->cap; i++) {
+		size_t s;
+
+		if (!m->keys[i])
+			continue;
+		s = slot_of(&n, m->keys[i]);
+		while (keys[s])
+			s = (s + 1) & (ncap - 1);
+		keys[s] = m->keys[i];
+		vals[s] = m->vals[i];
+	}
+	free(m->keys);
+	free(m->vals);
+	*m = n;
+	return 0;
+}
+
+int rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val)
+{
+	size_t s;
+
+	if ((m->count + 1) * 2 > m->cap && grow(m))
+		return -1;
+	s = slot_of(m, key);
+	while (m->keys[s]) {
+		if (!strcmp(m->keys[s], key))
+			return 1;
+		s = (s + 1) & (m->cap - 1);
+	}
+	m->keys[s] = key;
+	m->vals[s] = val;
+	m->count++;
+	return 0;
+}
+
+void *rfs_strmap_get(const struct rfs_strmap *m, const char *key)
+{
+	size_t s;
+
+	if (!m->cap)
+		return NULL;
+	s = slot_of(m, key);
+	while (m->keys[s]) {
+		if (!strcmp(m->keys[s], key))
+			return m->vals[s];
+		s = (s + 1) & (m->cap - 1);
+	}
+	return NULL;
+}
+
+void rfs_strmap_release(struct rfs_strmap *m)
+{
+	if (!m)
+		return;
+	free(m->keys);
+	free(m->vals);
+	memset(m, 0, sizeof(*m));
+}

@@ -1,0 +1,39 @@
+/*
+ * util.h - small helpers shared by core/: reading whole files, a JSON
+ * scanner that finds where a value sits in a text (so files can be
+ * patched without re-serializing them), SHA-256, and time formatting.
+ */
+#ifndef RFS_UTIL_H
+#define RFS_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/** Reads a whole file (at most @max bytes) into a NUL-terminated buffer the caller frees. */
+int rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err);
+
+/** Reads a file whose path is DIR/NAME; see rfs_read_file. */
+int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
+		     size_t *len, struct rfs_err *err);
+
+/**
+ * Finds the value of the key path @keys[0].@keys[1]... in the JSON @text
+ * (objects only).  On success stores the byte span [*beg, *end) of the
+ * value and returns 0; -1 when absent or the text is not valid JSON.
+ */
+int rfs_json_span(const char *text, size_t len, const char *const *keys, size_t nkeys,
+		  size_t *beg, size_t *end);
+
+/** SHA-256 of @len bytes into 32 bytes; hex variant writes 65 bytes. */
+void rfs_sha256(const void *data, size_t len, uint8_t out[32]);
+void rfs_sha256_hex(const void *data, size_t len, char out[65]);
+
+/** Formats @ns since the epoch as Python's datetime.isoformat() in UTC ("...+00:00"). */
+void rfs_iso8601(int64_t ns, char *buf, size_t len);
+
+/** "1.50 GiB" style. */
+void rfs_human_bytes(uint64_t n, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,26 @@
+/*
+ * mount.h - the FUSE layer: serves a built plan read-only.
+ */
+#ifndef RFS_FS_MOUNT_H
+#define RFS_FS_MOUNT_H
+
+#include "core/plan.h"
+
+struct rfs_mount_opts {
+	int foreground;
+	int debug;
+	const char *fuse_opts;   /* extra -o options, or NULL */
+	unsigned readahead_kb;   /* 0: leave the kernel's default */
+	unsigned max_threads;    /* idle FUSE worker threads kept */
+};
+
+/**
+ * Mounts @plan at @mountpoint and serves it until unmounted.  Returns only
+ * in the foreground process (or in the daemon when it ends): 0 after a
+ * clean unmount, 1 on failure (a message was printed).  Without
+ * @opts->foreground the calling process exits 0 once the mount is live.
+ */
+int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
+		  const struct rfs_mount_opts *opts);
+
+#endif
