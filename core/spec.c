@@ -29,6 +29,8 @@ struct search {
 	struct reading found[MAX_READINGS];
 	size_t nfound;
 	size_t nvisits;
+	unsigned char *dead; /* dead[pos]: no reading starts at pos */
+	size_t furthest;     /* furthest position a valid prefix reached */
 };
 
 static int default_isdir(const char *path, void *ctx)
@@ -37,6 +39,21 @@ static int default_isdir(const char *path, void *ctx)
 
 	(void)ctx;
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The default test, strict form: a directory with a config.json (a model
+ * or a residuals directory).  Tried first, so that a stray directory named
+ * like a prefix of a path does not make a SPEC ambiguous. */
+static int strict_isdir(const char *path, void *ctx)
+{
+	char cfg[4096];
+	struct stat st;
+
+	(void)ctx;
+	if (!default_isdir(path, NULL))
+		return 0;
+	snprintf(cfg, sizeof(cfg), "%s/config.json", path);
+	return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static int span_isdir(struct search *s, size_t b, size_t e)
@@ -76,8 +93,10 @@ static void dfs(struct search *s, size_t pos, double sign)
 {
 	size_t e;
 
+	size_t before = s->nfound;
+
 	if (s->nfound >= MAX_READINGS || s->cur.nterms >= RFS_SPEC_MAX_TERMS ||
-	    ++s->nvisits > 100000)
+	    s->dead[pos] || ++s->nvisits > 100000)
 		return;
 	for (e = pos + 1; e <= s->len; e++) {
 		size_t k = s->cur.nterms, pb;
@@ -106,11 +125,15 @@ static void dfs(struct search *s, size_t pos, double sign)
 				if (s->nfound < MAX_READINGS)
 					s->found[s->nfound++] = s->cur;
 			} else if (e + 1 < s->len) {
+				if (e + 1 > s->furthest)
+					s->furthest = e + 1;
 				dfs(s, e + 1, s->text[e] == '-' ? -1.0 : 1.0);
 			}
 			s->cur.nterms = k;
 		}
 	}
+	if (s->nfound == before)
+		s->dead[pos] = 1;
 }
 
 static void describe(const struct search *s, const struct reading *r, char *buf, size_t len)
@@ -176,9 +199,23 @@ int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	s->text = text;
 	s->len = strlen(text);
-	s->isdir = isdir ? isdir : default_isdir;
+	s->dead = calloc(s->len + 1, 1);
+	if (!s->dead) {
+		free(s);
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	}
+	s->isdir = isdir ? isdir : strict_isdir;
 	s->ctx = ctx;
 	dfs(s, 0, 1.0);
+	if (!isdir && s->nfound == 0) {
+		/* no reading of model directories: fall back to any directory,
+		 * so that the error names what is wrong with the operand */
+		s->isdir = default_isdir;
+		s->nvisits = 0;
+		s->furthest = 0;
+		memset(s->dead, 0, s->len + 1);
+		dfs(s, 0, 1.0);
+	}
 	if (s->nfound == 0) {
 		if (s->isdir(text, ctx))
 			ret = rfs_errf(err, RFS_E_SPEC,
@@ -186,9 +223,16 @@ int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
 				       text);
 		else
 			ret = rfs_errf(err, RFS_E_SPEC,
-				       "SPEC '%s': no way to split it into existing directories joined by '+' or '-' "
-				       "(check that every term exists; for unusual paths use --base/--delta/--instruct)",
-				       text);
+				       "SPEC '%s': no way to split it into existing directories joined by '+' or '-': "
+				       "no directory '%s'%s (for unusual paths use --base/--delta/--instruct)",
+				       text, text + s->furthest,
+				       s->furthest ? " (nor any directory that a '+' or '-' in it would start)" : "");
+		goto out;
+	}
+	if (s->found[0].nterms == 1) {
+		ret = rfs_errf(err, RFS_E_SPEC,
+			       "SPEC '%s' is a single directory: say what to add to it (BASE+DELTA) or subtract from it (INSTRUCT-BASE)",
+			       text);
 		goto out;
 	}
 	if (s->nfound > 1) {
@@ -220,6 +264,7 @@ int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
 	}
 	*out = res;
 out:
+	free(s->dead);
 	free(s);
 	return ret;
 }

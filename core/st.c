@@ -127,7 +127,8 @@ static int json_u64(const cJSON *j, uint64_t *out)
 	if (!cJSON_IsNumber(j))
 		return -1;
 	d = j->valuedouble;
-	if (!(d >= 0) || d > 9007199254740992.0 || d != (double)(uint64_t)d)
+	/* below 2^53: every such double is the integer that was written */
+	if (!(d >= 0) || d >= 9007199254740992.0 || d != (double)(uint64_t)d)
 		return -1;
 	*out = (uint64_t)d;
 	return 0;
@@ -172,6 +173,35 @@ static int utf8_valid(const unsigned char *s, size_t n)
 		i += len;
 	}
 	return 1;
+}
+
+/* Strings may not hold raw control characters (JSON forbids them; serde_json
+ * refuses them) nor an escaped NUL (it would cut a C string short and make
+ * two names equal).  cJSON accepts both, so check the text first. */
+static const char *bad_string(const char *s, size_t n)
+{
+	size_t i;
+	int in = 0;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!in) {
+			if (c == '"')
+				in = 1;
+			continue;
+		}
+		if (c < 0x20)
+			return "a raw control character inside a string";
+		if (c == '"') {
+			in = 0;
+		} else if (c == '\\' && i + 1 < n) {
+			if (s[i + 1] == 'u' && n - i >= 6 && !memcmp(s + i + 2, "0000", 4))
+				return "an escaped NUL (\\u0000) inside a string";
+			i++;
+		}
+	}
+	return NULL;
 }
 
 static int cmp_begin(const void *a, const void *b)
@@ -282,12 +312,15 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 	const char *end = NULL;
 	size_t n = 0, i;
 	uint64_t pos = 0;
+	const char *why;
 	int ret = 0;
 
 	if (!utf8_valid((const unsigned char *)hdr, hlen))
 		return rfs_errf(err, RFS_E_FORMAT, "header is not valid UTF-8");
 	if (hlen == 0 || hdr[0] != '{')
 		return rfs_errf(err, RFS_E_FORMAT, "header does not start with '{'");
+	if ((why = bad_string(hdr, hlen)))
+		return rfs_errf(err, RFS_E_FORMAT, "header JSON has %s", why);
 	root = cJSON_ParseWithLengthOpts(hdr, hlen, &end, 0);
 	if (!root || !cJSON_IsObject(root)) {
 		ret = rfs_errf(err, RFS_E_FORMAT, "header is not a JSON object (error near byte %lld)",
@@ -323,6 +356,8 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 		struct rfs_st_tensor *t;
 
 		if (!strcmp(e->string, "__metadata__")) {
+			if (cJSON_IsNull(e))
+				continue; /* the reference reads null as no metadata */
 			ret = parse_meta(e, f, err);
 			if (ret)
 				goto out;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -177,8 +178,8 @@ static void parse_args(int argc, char **argv, struct cli *c)
 				die_usage("--scale must follow the --delta it applies to");
 			errno = 0;
 			v = strtod(optarg, &end);
-			if (errno || *end || !*optarg)
-				die_usage("--scale: '%s' is not a number", optarg);
+			if (errno || *end || !*optarg || !isfinite(v))
+				die_usage("--scale: '%s' is not a finite number", optarg);
 			c->scale[c->ndelta - 1] = v;
 			c->scale_set[c->ndelta - 1] = 1;
 			break;
@@ -460,7 +461,7 @@ static int same_tensors(const char *mnt_file, const struct rfs_src *inst, size_t
 	int k, ret = -1;
 
 	if (slurp(mnt_file, &data, &len) || len < 8) {
-		snprintf(why, whylen, "%s: cannot read through the mount", mnt_file);
+		snprintf(why, whylen, "%.900s: cannot read through the mount", mnt_file);
 		free(data);
 		return -1;
 	}

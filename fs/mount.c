@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <fuse.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +190,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = 86400.0;
 	cfg->negative_timeout = 86400.0;
 	cfg->use_ino = 1;
-	cfg->nullpath_ok = 1;
+	cfg->nullpath_ok = 0; /* handlers look files up by path */
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
 	return fuse_get_context()->private_data;
@@ -259,6 +260,24 @@ static void raise_readahead(const char *mp, unsigned kb)
 	fclose(f);
 }
 
+struct ra_arg {
+	char mp[PATH_MAX];
+	unsigned kb;
+};
+
+/* The INIT reply lowers the readahead to what the daemon announced, so it
+ * is raised only once INIT is done: the stat below waits for that. */
+static void *ra_thread(void *p)
+{
+	struct ra_arg *a = p;
+	struct stat st;
+
+	if (stat(a->mp, &st) == 0)
+		raise_readahead(a->mp, a->kb);
+	free(a);
+	return NULL;
+}
+
 int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		  const struct rfs_mount_opts *o)
 {
@@ -301,10 +320,22 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		fprintf(stderr, "residfs: error: cannot mount at %s (is /dev/fuse usable and fusermount3 installed?)\n", mp);
 		goto out_destroy;
 	}
-	raise_readahead(mp, o->readahead_kb);
 	if (fuse_daemonize(o->foreground || o->debug)) {
 		fprintf(stderr, "residfs: error: cannot daemonize\n");
 		goto out_unmount;
+	}
+	if (o->readahead_kb) {
+		struct ra_arg *a = malloc(sizeof(*a));
+		pthread_t th;
+
+		if (a) {
+			snprintf(a->mp, sizeof(a->mp), "%s", mp);
+			a->kb = o->readahead_kb;
+			if (pthread_create(&th, NULL, ra_thread, a))
+				free(a);
+			else
+				pthread_detach(th);
+		}
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(f)))
 		goto out_unmount;

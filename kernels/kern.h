@@ -9,6 +9,9 @@
  *  - to_out rounds to nearest, ties to even; bf16 NaN keeps its sign and
  *    becomes quiet, fp16 NaN is sign|0x7E00|(mantissa >> 13);
  *  - elements of a term past its length count as +0.0 (grown vocabulary);
+ *  - NaN + NaN keeps the accumulated NaN (quieted): the running sum's NaN
+ *    wins over the term's, whatever the hardware would pick; scales are
+ *    finite, so s*x is NaN only when x is and keeps x's payload;
  *  - cast-first rounding (the `residuals` package's bf16/fp16 path):
  *    x = s*t rounded to the term's dtype, then to the output dtype, then
  *    acc = to_out(acc + x), once per term.

@@ -79,6 +79,15 @@ static void v_from_f32(enum rfs_kdt t, const float *src, void *dst, size_t n)
 	rfs_kern_scalar.from_f32(t, src + i, h + i, n - i);
 }
 
+/* acc + p with a NaN in acc winning, quieted (see kern_scalar.c) */
+static inline __m256 add_nan_acc(__m256 a, __m256 p)
+{
+	__m256 nan = _mm256_cmp_ps(a, a, _CMP_UNORD_Q);
+	__m256 q = _mm256_or_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x400000)));
+
+	return _mm256_blendv_ps(_mm256_add_ps(a, p), q, nan);
+}
+
 static void v_axpy(float *acc, const float *x, float s, size_t n)
 {
 	__m256 vs = _mm256_set1_ps(s);
@@ -86,13 +95,13 @@ static void v_axpy(float *acc, const float *x, float s, size_t n)
 
 	if (s == 1.0f) {
 		for (; i + 8 <= n; i += 8)
-			_mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i),
-								_mm256_loadu_ps(x + i)));
+			_mm256_storeu_ps(acc + i, add_nan_acc(_mm256_loadu_ps(acc + i),
+							       _mm256_loadu_ps(x + i)));
 	} else {
 		for (; i + 8 <= n; i += 8) {
 			__m256 p = _mm256_mul_ps(vs, _mm256_loadu_ps(x + i));
 
-			_mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), p));
+			_mm256_storeu_ps(acc + i, add_nan_acc(_mm256_loadu_ps(acc + i), p));
 		}
 	}
 	rfs_kern_scalar.axpy(acc + i, x + i, s, n - i);

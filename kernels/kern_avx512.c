@@ -81,9 +81,15 @@ static void z_axpy(float *acc, const float *x, float s, size_t n)
 		__m512 a = _mm512_maskz_loadu_ps(m, acc + i);
 		__m512 v = _mm512_maskz_loadu_ps(m, x + i);
 
+		__mmask16 nan = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+		__m512i r;
+
 		if (s != 1.0f)
 			v = _mm512_mul_ps(vs, v);
-		_mm512_mask_storeu_ps(acc + i, m, _mm512_add_ps(a, v));
+		/* a NaN in acc wins, quieted (see kern_scalar.c) */
+		r = _mm512_mask_or_epi32(_mm512_castps_si512(_mm512_add_ps(a, v)), nan,
+					 _mm512_castps_si512(a), _mm512_set1_epi32(0x400000));
+		_mm512_mask_storeu_ps(acc + i, m, _mm512_castsi512_ps(r));
 	}
 }
 

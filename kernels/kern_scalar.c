@@ -143,19 +143,30 @@ static void sc_from_f32(enum rfs_kdt t, const float *src, void *dst, size_t n)
 	}
 }
 
+/* acc + p, where a NaN in acc wins (quieted) over a NaN in p: x86 and
+ * compilers do not fix which operand's payload a NaN + NaN keeps. */
+static inline float add_nan_acc(float a, float p)
+{
+	float r = a + p;
+
+	if (a != a)
+		r = u2f(f2u(a) | 0x400000u);
+	return r;
+}
+
 static void sc_axpy(float *acc, const float *x, float s, size_t n)
 {
 	size_t i;
 
 	if (s == 1.0f) {
 		for (i = 0; i < n; i++)
-			acc[i] = acc[i] + x[i];
+			acc[i] = add_nan_acc(acc[i], x[i]);
 		return;
 	}
 	for (i = 0; i < n; i++) {
 		float p = s * x[i];
 
-		acc[i] = acc[i] + p;
+		acc[i] = add_nan_acc(acc[i], p);
 	}
 }
 
