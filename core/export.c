@@ -72,7 +72,7 @@ static void *worker(void *arg)
 		n = j->vf->size - off < BLOCK ? (size_t)(j->vf->size - off) : BLOCK;
 		j->next += n;
 		pthread_mutex_unlock(&j->lock);
-		r = rfs_vfile_read(j->vf, buf, n, off, &e);
+		r = rfs_vfile_read(j->vf, buf, n, off, NULL, &e);
 		if (r == (ssize_t)n) {
 			size_t w = 0;
 

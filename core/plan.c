@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <xxhash.h>
 
 #include "buf.h"
+#include "cache.h"
 #include "util.h"
 
 #define MAX_JSON_FILE (64u << 20)
@@ -1308,36 +1310,83 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *p
 	return 0;
 }
 
-#define COMP_CHUNK (256u * 1024u) /* elements computed per step */
+#define COMP_CHUNK (64u * 1024u) /* elements computed per step */
 
-/* Computes bytes [a, a + len) of a computed tensor into @dst. */
-static int comp_read(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
+/* Per-thread operand buffers, kept between reads so the read path does
+ * not allocate (FUSE threads come and go: freed by the key's destructor). */
+struct scratch {
+	char *buf[RFS_SPEC_MAX_TERMS + 1];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+	struct scratch *s = p;
+	unsigned i;
+
+	for (i = 0; i <= RFS_SPEC_MAX_TERMS; i++)
+		free(s->buf[i]);
+	free(s);
+}
+
+static void scratch_init(void)
+{
+	pthread_key_create(&scratch_key, scratch_free);
+}
+
+static struct scratch *get_scratch(void)
+{
+	struct scratch *s;
+
+	pthread_once(&scratch_once, scratch_init);
+	s = pthread_getspecific(scratch_key);
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (s && pthread_setspecific(scratch_key, s)) {
+			free(s);
+			s = NULL;
+		}
+	}
+	return s;
+}
+
+/* Each buffer holds COMP_CHUNK float32 values (the widest dtype). */
+static char *scratch_buf(struct scratch *s, unsigned i)
+{
+	if (!s->buf[i])
+		s->buf[i] = malloc((size_t)COMP_CHUNK * 4);
+	return s->buf[i];
+}
+
+int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
 		     struct rfs_err *err)
 {
 	const struct rfs_kern_ops *ops = g_kern ? g_kern : rfs_kern_best();
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
-	size_t chunk = e1 - e0 < COMP_CHUNK ? (size_t)(e1 - e0) : COMP_CHUNK;
-	char *in[RFS_SPEC_MAX_TERMS] = { 0 }, *out = NULL;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
+	struct scratch *sc = get_scratch();
+	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
 	unsigned k;
-	int ret = 0;
 
-	out = malloc(chunk * osz);
-	for (k = 0; k < c->nops && out; k++)
-		if (!(in[k] = malloc(chunk * rfs_kdt_size(c->ops[k].dtype))))
-			break;
-	if (!out || k < c->nops) {
-		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
-		goto out;
-	}
-	for (pos = e0; pos < e1; pos += chunk) {
-		size_t n = e1 - pos < chunk ? (size_t)(e1 - pos) : chunk;
+	if (!sc || !(out = scratch_buf(sc, RFS_SPEC_MAX_TERMS)))
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	for (k = 0; k < c->nops; k++)
+		if (!(in[k] = scratch_buf(sc, k)))
+			return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	for (pos = e0; pos < e1; pos += COMP_CHUNK) {
+		size_t n = e1 - pos < COMP_CHUNK ? (size_t)(e1 - pos) : COMP_CHUNK;
+		uint64_t from = pos * osz < a ? a - pos * osz : 0;
+		uint64_t to = (pos + n) * osz > a + len ? a + len - pos * osz : n * osz;
+		/* whole elements asked for: compute in place, no copy */
+		int direct = from == 0 && to == n * osz;
 		struct rfs_kern_job job = {
-			.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
-			.terms = terms, .cast_first = c->cast_first,
+			.out_dtype = c->out_dtype, .out = direct ? dst + (pos * osz - a) : out, .n = n,
+			.nterms = c->nops, .terms = terms, .cast_first = c->cast_first,
 		};
-		uint64_t from, to;
+		int ret;
 
 		for (k = 0; k < c->nops; k++) {
 			const struct rfs_operand *o = &c->ops[k];
@@ -1347,25 +1396,19 @@ static int comp_read(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t l
 			if (have) {
 				ret = pread_full(o->fd, in[k], have * isz, o->off + pos * isz, o->file, err);
 				if (ret)
-					goto out;
+					return ret;
 			}
 			terms[k] = (struct rfs_kern_term){ o->dtype, in[k], have, o->scale };
 		}
 		rfs_kern_run(ops, &job);
-		/* copy the part of this chunk that was asked for */
-		from = pos * osz < a ? a - pos * osz : 0;
-		to = (pos + n) * osz > a + len ? a + len - pos * osz : n * osz;
-		memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
+		if (!direct)
+			memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
 	}
-out:
-	for (k = 0; k < c->nops; k++)
-		free(in[k]);
-	free(out);
-	return ret;
+	return 0;
 }
 
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-		       struct rfs_err *err)
+		       struct rfs_cache *cache, struct rfs_err *err)
 {
 	size_t lo = 0, hi = vf->nseg, done = 0;
 	char *dst = buf;
@@ -1396,7 +1439,8 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
 			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
 			break;
 		case RFS_SEG_COMP:
-			ret = comp_read(s->comp, dst + done, in, n, err);
+			ret = cache ? rfs_cache_read(cache, vf, lo, dst + done, in, n, err)
+				    : rfs_comp_compute(s->comp, dst + done, in, n, err);
 			break;
 		}
 		if (ret)

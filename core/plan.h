@@ -121,13 +121,23 @@ void rfs_plan_free(struct rfs_plan *p);
 /** Virtual file by name, or NULL. */
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name);
 
+struct rfs_cache;
+
 /**
- * Reads @len bytes at @off of @vf into @buf.  Returns the count read,
- * which is less than @len only at end of file, or a negative rfs_code with
- * @err filled.  Safe to call from many threads at once.
+ * Reads @len bytes at @off of @vf into @buf, computed tensors through
+ * @cache when non-NULL.  Returns the count read, which is less than @len
+ * only at end of file, or a negative rfs_code with @err filled.  Safe to
+ * call from many threads at once.
  */
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-		       struct rfs_err *err);
+		       struct rfs_cache *cache, struct rfs_err *err);
+
+/**
+ * Computes bytes [@off, @off + @len) of the tensor @c into @dst (no cache).
+ * Uses per-thread scratch buffers; thread-safe.
+ */
+int rfs_comp_compute(const struct rfs_comp *c, void *dst, uint64_t off, uint64_t len,
+		     struct rfs_err *err);
 
 /** Sets the compute backend for reads (NULL: rfs_kern_best()). */
 void rfs_plan_set_kernels(const struct rfs_kern_ops *ops);

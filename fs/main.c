@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cache.h"
 #include "core/demo.h"
 #include "core/export.h"
 #include "core/inspect.h"
@@ -56,6 +57,7 @@ static const char usage_text[] =
 	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other)\n"
 	"  -d, --debug                   FUSE debug output (implies -f)\n"
 	"  --readahead-kb N              readahead of the mount when root (default 1024)\n"
+	"  --cache-size SIZE             block cache budget, e.g. 512M, 2G, 0 (default 256M)\n"
 	"export:\n"
 	"  --force                       write into a non-empty OUTDIR\n"
 	"  --quiet                       no progress display\n"
@@ -100,7 +102,7 @@ static double now(void)
 enum {
 	OPT_BASE = 256, OPT_DELTA, OPT_SCALE, OPT_INSTRUCT, OPT_DTYPE, OPT_ROUNDING,
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
-	OPT_READAHEAD, OPT_THREADS,
+	OPT_READAHEAD, OPT_THREADS, OPT_CACHE,
 };
 
 static const struct option long_opts[] = {
@@ -120,6 +122,7 @@ static const struct option long_opts[] = {
 	{ "keep", no_argument, NULL, OPT_KEEP },
 	{ "readahead-kb", required_argument, NULL, OPT_READAHEAD },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "cache-size", required_argument, NULL, OPT_CACHE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -152,12 +155,39 @@ static unsigned parse_uint(const char *opt, const char *s)
 	return (unsigned)v;
 }
 
+/* "256M", "1G", "1048576" -> bytes */
+static uint64_t parse_size(const char *opt, const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		die_usage("%s: '%s' is not a size", opt, s);
+	switch (*end) {
+	case 'k': case 'K': v *= 1024; end++; break;
+	case 'm': case 'M': v *= 1024 * 1024; end++; break;
+	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+	case 0: break;
+	default: die_usage("%s: '%s' is not a size", opt, s);
+	}
+	if (*end == 'i' && end[1] == 'B')
+		end += 2;
+	else if (*end == 'B')
+		end++;
+	if (*end || v > 1e15)
+		die_usage("%s: '%s' is not a size", opt, s);
+	return (uint64_t)v;
+}
+
 static void parse_args(int argc, char **argv, struct cli *c)
 {
 	int o;
 
 	c->opts.out_dtype = -1;
 	c->mount.readahead_kb = 1024;
+	c->mount.cache_bytes = RFS_CACHE_DEFAULT_BUDGET;
 	optind = 2;
 	while ((o = getopt_long(argc, argv, "fdo:h", long_opts, NULL)) != -1) {
 		switch (o) {
@@ -232,6 +262,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_THREADS:
 			c->threads = parse_uint("--threads", optarg);
+			break;
+		case OPT_CACHE:
+			c->mount.cache_bytes = parse_size("--cache-size", optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

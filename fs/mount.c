@@ -21,13 +21,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/cache.h"
 #include "core/strmap.h"
+
+/* Not listed, but readable: the cache and request counters as JSON. */
+#define STATS_NAME ".residfs-stats"
+#define STATS_FH ((uint64_t)-1)
 
 struct mnt {
 	struct rfs_plan *plan;
 	struct rfs_strmap byname; /* "name" -> struct rfs_vfile * */
+	struct rfs_cache *cache;
+	pthread_mutex_t init_lock;  /* init_done: the INIT request was answered */
+	pthread_cond_t init_cond;
+	int init_done;
+	char mp[PATH_MAX];
+	unsigned ra_kb;
 	uid_t uid;
 	gid_t gid;
 	int logged_errors;
@@ -78,6 +90,13 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		fill_stat(m, NULL, st);
 		return 0;
 	}
+	if (!strcmp(path, "/" STATS_NAME)) {
+		fill_stat(m, NULL, st);
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_ino = (ino_t)m->plan->nfiles + 2;
+		return 0;
+	}
 	vf = lookup(m, path);
 	if (!vf)
 		return -ENOENT;
@@ -113,10 +132,15 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	struct mnt *m = ctx();
 	const struct rfs_vfile *vf = lookup(m, path);
 
-	if (!vf)
-		return -ENOENT;
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
+	if (!vf && !strcmp(path, "/" STATS_NAME)) {
+		fi->fh = STATS_FH;
+		fi->direct_io = 1; /* its size changes: no page cache */
+		return 0;
+	}
+	if (!vf)
+		return -ENOENT;
 	fi->fh = (uint64_t)(vf - m->plan->files);
 	fi->keep_cache = 1;
 	return 0;
@@ -130,12 +154,25 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	struct rfs_err err = { 0 };
 	ssize_t r;
 
+	if (off < 0)
+		return -EINVAL;
+	if (fi && fi->fh == STATS_FH) {
+		size_t len;
+		char *js = rfs_cache_stats_json(m->cache, &len);
+
+		if (!js)
+			return -ENOMEM;
+		r = (uint64_t)off >= len ? 0 : (ssize_t)(len - (size_t)off < size ? len - (size_t)off : size);
+		if (r > 0)
+			memcpy(buf, js + off, (size_t)r);
+		free(js);
+		return (int)r;
+	}
 	vf = fi ? &m->plan->files[fi->fh] : lookup(m, path);
 	if (!vf)
 		return -ENOENT;
-	if (off < 0)
-		return -EINVAL;
-	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, &err);
+	rfs_cache_count_request(m->cache, size);
+	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, m->cache, &err);
 	if (r < 0) {
 		/* the reader gets EIO (or SIGBUS in a mapping): say why, a few times */
 		if (__atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) < 20)
@@ -185,6 +222,8 @@ static int ro_removexattr(const char *p, const char *n) { (void)p; (void)n; retu
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
+	struct mnt *m = fuse_get_context()->private_data;
+
 	cfg->kernel_cache = 1;
 	cfg->entry_timeout = 86400.0;
 	cfg->attr_timeout = 86400.0;
@@ -193,7 +232,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->nullpath_ok = 0; /* handlers look files up by path */
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
-	return fuse_get_context()->private_data;
+	pthread_mutex_lock(&m->init_lock);
+	m->init_done = 1;
+	pthread_cond_broadcast(&m->init_cond);
+	pthread_mutex_unlock(&m->init_lock);
+	return m;
 }
 
 static const struct fuse_operations ops = {
@@ -253,6 +296,15 @@ static void raise_readahead(const char *mp, unsigned kb)
 	if (!kb || mount_devno(mp, devno, sizeof(devno)))
 		return;
 	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", devno);
+	f = fopen(path, "re");
+	if (f) {
+		unsigned cur = 0;
+		int same = fscanf(f, "%u", &cur) == 1 && cur == kb;
+
+		fclose(f);
+		if (same)
+			return;
+	}
 	f = fopen(path, "we");
 	if (!f)
 		return;
@@ -260,21 +312,33 @@ static void raise_readahead(const char *mp, unsigned kb)
 	fclose(f);
 }
 
-struct ra_arg {
-	char mp[PATH_MAX];
-	unsigned kb;
-};
 
-/* The INIT reply lowers the readahead to what the daemon announced, so it
- * is raised only once INIT is done: the stat below waits for that. */
+/*
+ * The kernel applies the INIT reply by lowering the readahead to what the
+ * daemon announced (the kernel's own 128 KiB), so the readahead is raised
+ * only after that.  op_init runs just before the reply is sent; we wait
+ * for it and then set the value a few times over the next half second, so
+ * that the write lands after the reply was processed.  (Stat-ing the
+ * mountpoint to wait would pin the mount and make an early unmount fail.)
+ */
 static void *ra_thread(void *p)
 {
-	struct ra_arg *a = p;
-	struct stat st;
+	struct mnt *m = p;
+	struct timespec ts;
+	int i, done;
 
-	if (stat(a->mp, &st) == 0)
-		raise_readahead(a->mp, a->kb);
-	free(a);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	pthread_mutex_lock(&m->init_lock);
+	while (!m->init_done)
+		if (pthread_cond_timedwait(&m->init_cond, &m->init_lock, &ts))
+			break;
+	done = m->init_done;
+	pthread_mutex_unlock(&m->init_lock);
+	for (i = 0; done && i < 5; i++) {
+		usleep(10000u << i);
+		raise_readahead(m->mp, m->ra_kb);
+	}
 	return NULL;
 }
 
@@ -283,7 +347,11 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config lc = { .clone_fd = 0, .max_idle_threads = 16 };
-	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid() };
+	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid(),
+			 .init_lock = PTHREAD_MUTEX_INITIALIZER,
+			 .init_cond = PTHREAD_COND_INITIALIZER };
+	pthread_t ra_th;
+	int ra_started = 0;
 	char mp[PATH_MAX];
 	struct fuse *f = NULL;
 	struct stat st;
@@ -325,27 +393,37 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		goto out_unmount;
 	}
 	if (o->readahead_kb) {
-		struct ra_arg *a = malloc(sizeof(*a));
-		pthread_t th;
+		snprintf(m.mp, sizeof(m.mp), "%s", mp);
+		m.ra_kb = o->readahead_kb;
+		if (!pthread_create(&ra_th, NULL, ra_thread, &m))
+			ra_started = 1;
+	}
+	{
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-		if (a) {
-			snprintf(a->mp, sizeof(a->mp), "%s", mp);
-			a->kb = o->readahead_kb;
-			if (pthread_create(&th, NULL, ra_thread, a))
-				free(a);
-			else
-				pthread_detach(th);
+		m.cache = rfs_cache_new(o->cache_bytes, ncpu > 0 ? (unsigned)(ncpu > 8 ? 8 : ncpu) : 1, 8);
+		if (!m.cache) {
+			fprintf(stderr, "residfs: error: out of memory\n");
+			goto out_unmount;
 		}
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(f)))
 		goto out_unmount;
 	ret = fuse_loop_mt(f, &lc) ? 1 : 0;
 	fuse_remove_signal_handlers(fuse_get_session(f));
+	if (ra_started) {
+		pthread_mutex_lock(&m.init_lock);
+		m.init_done = 1; /* wake it if INIT never came */
+		pthread_cond_broadcast(&m.init_cond);
+		pthread_mutex_unlock(&m.init_lock);
+		pthread_join(ra_th, NULL);
+	}
 out_unmount:
 	fuse_unmount(f);
 out_destroy:
 	fuse_destroy(f);
 out:
+	rfs_cache_free(m.cache);
 	fuse_opt_free_args(&args);
 	rfs_strmap_release(&m.byname);
 	return ret;

@@ -12,6 +12,7 @@ struct rfs_mount_opts {
 	const char *fuse_opts;   /* extra -o options, or NULL */
 	unsigned readahead_kb;   /* 0: leave the kernel's default */
 	unsigned max_threads;    /* idle FUSE worker threads kept */
+	uint64_t cache_bytes;    /* block cache budget */
 };
 
 /**
