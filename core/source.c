@@ -24,6 +24,21 @@ static int exists_at(const char *dir, const char *name)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* The newest mtime of every input counts, patched files included. */
+static void note_mtime(struct rfs_src *s, const char *name)
+{
+	char path[4096];
+	struct stat st;
+	int64_t t;
+
+	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+	if (stat(path, &st))
+		return;
+	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if (t > s->mtime_ns)
+		s->mtime_ns = t;
+}
+
 static int read_config(struct rfs_src *s, struct rfs_err *err)
 {
 	cJSON *root;
@@ -38,6 +53,7 @@ static int read_config(struct rfs_src *s, struct rfs_err *err)
 			       &s->config_len, err);
 	if (ret)
 		return ret;
+	note_mtime(s, "config.json");
 	root = cJSON_ParseWithLength(s->config, s->config_len);
 	if (!root || !cJSON_IsObject(root)) {
 		cJSON_Delete(root);
@@ -109,6 +125,7 @@ static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 			       &s->index, &s->index_len, err);
 	if (ret)
 		return ret;
+	note_mtime(s, "model.safetensors.index.json");
 	root = cJSON_ParseWithLength(s->index, s->index_len);
 	wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
 	if (!cJSON_IsObject(wm)) {

@@ -76,22 +76,36 @@ void rfs_kern_run(const struct rfs_kern_ops *ops, const struct rfs_kern_job *job
 {
 	float acc[CHUNK], x[CHUNK];
 	size_t osz = rfs_kdt_size(job->out_dtype);
-	size_t pos;
+	size_t pos = 0;
+	unsigned k;
 
-	for (pos = 0; pos < job->n; pos += CHUNK) {
+	if (ops->fused && !job->cast_first) {
+		size_t full = job->n;
+
+		for (k = 0; k < job->nterms; k++)
+			if (job->terms[k].n < full)
+				full = job->terms[k].n;
+		if (full)
+			pos = ops->fused(job, 0, full);
+	}
+	for (; pos < job->n; pos += CHUNK) {
 		size_t len = job->n - pos < CHUNK ? job->n - pos : CHUNK;
-		unsigned k;
 
 		for (k = 0; k < job->nterms; k++) {
 			const struct rfs_kern_term *t = &job->terms[k];
 			size_t have = t->n > pos ? t->n - pos : 0;
 			float *dst = k == 0 ? acc : x;
+			const char *src = (const char *)t->data + pos * rfs_kdt_size(t->dtype);
 
 			if (have > len)
 				have = len;
+			if (k > 0 && !job->cast_first && have == len && t->dtype == RFS_KDT_F32) {
+				/* a whole float32 chunk: no need to copy it first */
+				ops->axpy(acc, (const float *)src, t->scale, len);
+				continue;
+			}
 			if (have)
-				ops->to_f32(t->dtype, (const char *)t->data +
-					    pos * rfs_kdt_size(t->dtype), dst, have);
+				ops->to_f32(t->dtype, src, dst, have);
 			if (have < len)
 				memset(dst + have, 0, (len - have) * sizeof(float));
 			if (k == 0)

@@ -37,6 +37,8 @@ static inline size_t rfs_kdt_size(enum rfs_kdt t)
 	return t == RFS_KDT_F32 ? 4 : 2;
 }
 
+struct rfs_kern_job;
+
 /** One backend: four primitives over float32 work buffers. */
 struct rfs_kern_ops {
 	const char *name;
@@ -48,6 +50,12 @@ struct rfs_kern_ops {
 	void (*axpy)(float *acc, const float *x, float s, size_t n);
 	/** buf[i] = widen(round_to_t(buf[i])) in place. */
 	void (*round)(enum rfs_kdt t, float *buf, size_t n);
+	/**
+	 * Optional: the single-rounding job in one pass over elements
+	 * [from, to), where every term has data; returns the end reached
+	 * (the rest goes through the primitives).  NULL when absent.
+	 */
+	size_t (*fused)(const struct rfs_kern_job *job, size_t from, size_t to);
 };
 
 /** Scalar reference backend. */

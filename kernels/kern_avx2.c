@@ -125,12 +125,50 @@ static void v_round(enum rfs_kdt t, float *buf, size_t n)
 	rfs_kern_scalar.round(t, buf + i, n - i);
 }
 
+static inline __m256 load8(enum rfs_kdt t, const void *p, size_t i)
+{
+	if (t == RFS_KDT_F32)
+		return _mm256_loadu_ps((const float *)p + i);
+	if (t == RFS_KDT_BF16)
+		return bf16x8_to_f32((const uint16_t *)p + i);
+	return f16x8_to_f32((const uint16_t *)p + i);
+}
+
+/* The whole single-rounding job in registers, 8 elements at a time; the
+ * tail (fewer than 8) is left to the primitives. */
+static size_t v_fused(const struct rfs_kern_job *job, size_t from, size_t to)
+{
+	const struct rfs_kern_term *t = job->terms;
+	size_t i;
+	unsigned k;
+
+	for (i = from; i + 8 <= to; i += 8) {
+		__m256 acc = load8(t[0].dtype, t[0].data, i);
+
+		for (k = 1; k < job->nterms; k++) {
+			__m256 v = load8(t[k].dtype, t[k].data, i);
+
+			if (t[k].scale != 1.0f)
+				v = _mm256_mul_ps(_mm256_set1_ps(t[k].scale), v);
+			acc = add_nan_acc(acc, v);
+		}
+		if (job->out_dtype == RFS_KDT_F32)
+			_mm256_storeu_ps((float *)job->out + i, acc);
+		else if (job->out_dtype == RFS_KDT_BF16)
+			_mm_storeu_si128((__m128i *)((uint16_t *)job->out + i), f32x8_to_bf16(acc));
+		else
+			_mm_storeu_si128((__m128i *)((uint16_t *)job->out + i), f32x8_to_f16(acc));
+	}
+	return i;
+}
+
 static const struct rfs_kern_ops avx2_ops = {
 	.name = "avx2",
 	.to_f32 = v_to_f32,
 	.from_f32 = v_from_f32,
 	.axpy = v_axpy,
 	.round = v_round,
+	.fused = v_fused,
 };
 
 const struct rfs_kern_ops *rfs_kern_avx2(void)

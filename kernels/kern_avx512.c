@@ -108,12 +108,52 @@ static void z_round(enum rfs_kdt t, float *buf, size_t n)
 	}
 }
 
+static inline __m512 load16(enum rfs_kdt t, const void *p, size_t i, __mmask16 m)
+{
+	if (t == RFS_KDT_F32)
+		return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+	if (t == RFS_KDT_BF16)
+		return bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+	return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+}
+
+/* The whole single-rounding job in registers, 16 elements at a time. */
+static size_t z_fused(const struct rfs_kern_job *job, size_t from, size_t to)
+{
+	const struct rfs_kern_term *t = job->terms;
+	size_t i;
+	unsigned k;
+
+	for (i = from; i < to; i += 16) {
+		__mmask16 m = tail(to - i);
+		__m512 acc = load16(t[0].dtype, t[0].data, i, m);
+
+		for (k = 1; k < job->nterms; k++) {
+			__m512 v = load16(t[k].dtype, t[k].data, i, m);
+			__mmask16 nan = _mm512_cmp_ps_mask(acc, acc, _CMP_UNORD_Q);
+			__m512i r;
+
+			if (t[k].scale != 1.0f)
+				v = _mm512_mul_ps(_mm512_set1_ps(t[k].scale), v);
+			r = _mm512_mask_or_epi32(_mm512_castps_si512(_mm512_add_ps(acc, v)), nan,
+						 _mm512_castps_si512(acc), _mm512_set1_epi32(0x400000));
+			acc = _mm512_castsi512_ps(r);
+		}
+		if (job->out_dtype == RFS_KDT_F32)
+			_mm512_mask_storeu_ps((float *)job->out + i, m, acc);
+		else
+			_mm256_mask_storeu_epi16((uint16_t *)job->out + i, m, to16(job->out_dtype, acc));
+	}
+	return to;
+}
+
 static const struct rfs_kern_ops avx512_ops = {
 	.name = "avx512",
 	.to_f32 = z_to_f32,
 	.from_f32 = z_from_f32,
 	.axpy = z_axpy,
 	.round = z_round,
+	.fused = z_fused,
 };
 
 const struct rfs_kern_ops *rfs_kern_avx512(void)

@@ -1,0 +1,139 @@
+"""Filesystem behaviour of a mount: read-only, stat, inodes, mtimes, concurrency."""
+import errno
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import rfshelp as H
+
+
+@pytest.fixture
+def merged(mounter, llama):
+    s = llama
+    mp = mounter.mount(f"{s.base.path}+{s.resA.path}")
+    return mp, H.expected_apply(s.base, [(s.resA, 1.0)])
+
+
+def _erofs(fn, *args):
+    with pytest.raises(OSError) as ei:
+        fn(*args)
+    assert ei.value.errno == errno.EROFS, f"{fn.__name__}{args}: {ei.value!r}, expected EROFS"
+
+
+def test_read_only(merged):
+    mp, exp = merged
+    f = os.path.join(mp, "config.json")
+    before = H.read_file(f)
+    _erofs(os.open, f, os.O_WRONLY)
+    _erofs(os.open, f, os.O_RDWR)
+    _erofs(os.open, f, os.O_RDONLY | os.O_TRUNC)
+    _erofs(os.open, os.path.join(mp, "new.txt"), os.O_WRONLY | os.O_CREAT, 0o644)
+    _erofs(os.unlink, f)
+    _erofs(os.mkdir, os.path.join(mp, "d"))
+    _erofs(os.rename, f, os.path.join(mp, "c2.json"))
+    _erofs(os.truncate, f, 0)
+    _erofs(os.chmod, f, 0o600)
+    _erofs(os.symlink, "config.json", os.path.join(mp, "link"))
+    _erofs(os.utime, f, (0, 0))
+    assert H.read_file(f) == before
+    assert sorted(os.listdir(mp)) == sorted(exp.names())
+
+
+def test_stat_sizes_inodes_mtimes(mounter, llama):
+    s = llama
+    mp = mounter.mount(f"{s.base.path}+0.5*{s.resT.path}", "--dtype", "fp32")
+    names = sorted(os.listdir(mp))
+    first = {n: os.stat(os.path.join(mp, n)) for n in names}   # before any read
+    for n in names:
+        data = H.read_file(os.path.join(mp, n))
+        assert first[n].st_size == len(data), f"{n}: first stat says {first[n].st_size}, read {len(data)}"
+    second = {n: os.stat(os.path.join(mp, n)) for n in names}
+    for n in names:
+        a, b = first[n], second[n]
+        assert (a.st_ino, a.st_mtime_ns, a.st_size) == (b.st_ino, b.st_mtime_ns, b.st_size), n
+        assert a.st_mode & 0o170000 == 0o100000, f"{n}: not a regular file"
+    inos = [first[n].st_ino for n in names]
+    assert len(set(inos)) == len(inos), f"inode numbers not unique: {inos}"
+    root = os.stat(mp)
+    assert root.st_ino not in inos
+    # the safetensors module maps the whole file and checks its length: every stat must agree
+    with os.scandir(mp) as it:
+        for e in it:
+            assert e.stat().st_size == first[e.name].st_size
+
+
+def test_mtime_is_newest_input(mounter, tmp_path, llama):
+    """mtimes are stable and are the newest input mtime (DESIGN 5): here the
+    inputs are given known mtimes, the newest being the delta's weights."""
+    s = llama
+    b = shutil.copytree(s.base.path, os.path.join(str(tmp_path), "b"))
+    d = shutil.copytree(s.resA.path, os.path.join(str(tmp_path), "d"))
+    t0 = 1_600_000_000
+    for k, (dd, fn) in enumerate((dd, fn) for dd in (b, d) for fn in sorted(os.listdir(dd))):
+        os.utime(os.path.join(dd, fn), ns=((t0 + k) * 10**9, (t0 + k) * 10**9))
+    newest = (t0 + 10**6) * 10**9 + 123456789
+    os.utime(os.path.join(d, "model.safetensors"), ns=(newest, newest))
+    mp = mounter.mount(f"{b}+{d}")
+    for n in os.listdir(mp):
+        assert os.stat(os.path.join(mp, n)).st_mtime_ns == newest, n
+
+
+def test_mtime_counts_config(mounter, tmp_path, llama):
+    """config.json is an input of the mount's config.json: when it is the newest
+    input file, the mount's mtime is its mtime."""
+    s = llama
+    b = shutil.copytree(s.base.path, os.path.join(str(tmp_path), "b"))
+    d = shutil.copytree(s.resA.path, os.path.join(str(tmp_path), "d"))
+    t0 = 1_600_000_000
+    for dd in (b, d):
+        for fn in os.listdir(dd):
+            os.utime(os.path.join(dd, fn), ns=(t0 * 10**9, t0 * 10**9))
+    newest = (t0 + 5000) * 10**9
+    os.utime(os.path.join(b, "config.json"), ns=(newest, newest))
+    mp = mounter.mount(f"{b}+{d}")
+    got = os.stat(os.path.join(mp, "config.json")).st_mtime_ns
+    assert got == newest, f"config.json of the mount has mtime {got}, the newest input (base config.json) {newest}"
+
+
+def test_concurrent_preads(mounter, llama):
+    s = llama
+    mp = mounter.mount(f"{s.base.path}+0.5*{s.resT.path}+{s.resB.path}")
+    exp = H.expected_apply(s.base, [(s.resT, 0.5), (s.resB, 1.0)])
+    for fn, items in exp.st.items():
+        p = os.path.join(mp, fn)
+        data = H.read_file(p)
+        hdr = H.check_st_header(p, data, items, exp.st_meta[fn], exp.st_header[fn])
+        want = data[:8] + hdr + b"".join(t.raw for _, t in items)
+        H.concurrent_preads(p, want, nthreads=8, per_thread=40, seed=len(fn))
+
+
+def test_unmount_ends_daemon(mounter, llama):
+    s = llama
+    mp = mounter.mount(f"{s.base.path}+{s.resA.path}")
+    H.read_file(os.path.join(mp, "config.json"))
+
+    def daemons():
+        out = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if os.fsencode(mp) in args and any(a.endswith(b"residfs") for a in args):
+                out.append(int(pid))
+        return out
+
+    assert daemons(), "no residfs daemon serves the mount"
+    r = subprocess.run(["fusermount3", "-u", mp], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not H.is_mounted(mp)
+    deadline = time.time() + 10
+    while daemons() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not daemons(), "the daemon is still running after fusermount3 -u"
