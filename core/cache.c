@@ -11,18 +11,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "buf.h"
 
 #define NBUCKETS 4096
+#define POOL_MAX 16
 #define QCAP 256
 
 enum { E_QUEUED, E_COMPUTING, E_READY };
 
 struct entry {
 	const struct rfs_comp *comp;
-	uint64_t k;                /* block index in the tensor */
+	uint64_t k;                /* block of the file: bytes [k*B, (k+1)*B) */
+	uint64_t start;            /* where the block starts in the tensor's bytes */
 	int state;
 	int refs;
 	int prefetched;            /* computed ahead and not read yet */
@@ -50,8 +53,34 @@ struct rfs_cache {
 	unsigned depth, nworkers;
 	int stop;
 	pthread_t *workers;
+	char *pool[POOL_MAX];
+	unsigned npool;
 	struct rfs_cache_stats st;
 };
+
+/* Block buffers come from mmap (so an eviction gives memory back to the
+ * system at once) through a small pool of whole blocks (so a busy cache
+ * does not fault in and zero fresh pages for every block).  Lock held. */
+static char *block_alloc(struct rfs_cache *c, uint32_t len)
+{
+	void *p;
+
+	if (len == RFS_CACHE_BLOCK && c->npool)
+		return c->pool[--c->npool];
+	p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void block_free(struct rfs_cache *c, char *p, uint32_t len)
+{
+	if (!p)
+		return;
+	if (len == RFS_CACHE_BLOCK && c->npool < POOL_MAX) {
+		c->pool[c->npool++] = p;
+		return;
+	}
+	munmap(p, len ? len : 1);
+}
 
 static uint64_t now_ns(void)
 {
@@ -128,7 +157,7 @@ static int make_room(struct rfs_cache *c, uint64_t need)
 			ht_remove(c, e);
 			c->used -= e->len;
 			c->st.evictions++;
-			free(e->data);
+			block_free(c, e->data, e->len);
 			free(e);
 		}
 		e = prev;
@@ -136,11 +165,24 @@ static int make_room(struct rfs_cache *c, uint64_t need)
 	return c->used + need <= c->budget ? 0 : -1;
 }
 
+/*
+ * Blocks are aligned to the virtual file, not to the tensor: block k holds
+ * the part of the tensor in file bytes [k*B, (k+1)*B).  The kernel asks
+ * for 1 MiB at 1 MiB-aligned offsets, so its requests are whole blocks
+ * (or the whole piece of a block that a tensor covers).
+ */
+static uint64_t block_start(const struct rfs_seg *s, uint64_t k)
+{
+	return k * RFS_CACHE_BLOCK > s->off ? k * RFS_CACHE_BLOCK - s->off : 0;
+}
+
 static uint32_t block_len(const struct rfs_seg *s, uint64_t k)
 {
-	uint64_t off = k * RFS_CACHE_BLOCK;
+	uint64_t end = (k + 1) * RFS_CACHE_BLOCK - s->off;
 
-	return (uint32_t)(s->len - off < RFS_CACHE_BLOCK ? s->len - off : RFS_CACHE_BLOCK);
+	if (end > s->len)
+		end = s->len;
+	return (uint32_t)(end - block_start(s, k));
 }
 
 /* Computes block @e (state COMPUTING, reserved, referenced by the caller)
@@ -150,10 +192,10 @@ static int compute_block(struct rfs_cache *c, struct entry *e, struct rfs_err *e
 	uint64_t t0;
 	int ret;
 
+	e->data = block_alloc(c, e->len);
 	pthread_mutex_unlock(&c->lock);
 	t0 = now_ns();
-	e->data = malloc(e->len ? e->len : 1);
-	ret = e->data ? rfs_comp_compute(e->comp, e->data, e->k * RFS_CACHE_BLOCK, e->len, err)
+	ret = e->data ? rfs_comp_compute(e->comp, e->data, e->start, e->len, err)
 		      : rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	t0 = now_ns() - t0;
 	pthread_mutex_lock(&c->lock);
@@ -161,7 +203,7 @@ static int compute_block(struct rfs_cache *c, struct entry *e, struct rfs_err *e
 	if (ret) {
 		ht_remove(c, e);
 		c->used -= e->len;
-		free(e->data);
+		block_free(c, e->data, e->len);
 		e->data = NULL;
 		e->state = -1; /* the caller frees it */
 	} else {
@@ -178,13 +220,13 @@ static int next_block(const struct rfs_vfile *vf, size_t *segi, uint64_t *k)
 {
 	const struct rfs_seg *s = &vf->segs[*segi];
 
-	if ((*k + 1) * RFS_CACHE_BLOCK < s->len) {
+	if ((*k + 1) * RFS_CACHE_BLOCK < s->off + s->len) {
 		(*k)++;
 		return 0;
 	}
 	for ((*segi)++; *segi < vf->nseg; (*segi)++)
 		if (vf->segs[*segi].kind == RFS_SEG_COMP && vf->segs[*segi].len) {
-			*k = 0;
+			*k = vf->segs[*segi].off / RFS_CACHE_BLOCK;
 			return 0;
 		}
 	return -1;
@@ -215,6 +257,7 @@ static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size
 		e->comp = comp;
 		e->k = k;
 		e->state = E_QUEUED;
+		e->start = block_start(&vf->segs[segi], k);
 		e->len = block_len(&vf->segs[segi], k);
 		ht_insert(c, e);
 		c->q[(c->qhead + c->qlen) % QCAP] = (struct job){ vf, segi, k };
@@ -307,10 +350,13 @@ void rfs_cache_free(struct rfs_cache *c)
 
 		for (; e; e = n) {
 			n = e->hnext;
-			free(e->data);
+			if (e->data)
+				munmap(e->data, e->len ? e->len : 1);
 			free(e);
 		}
 	}
+	while (c->npool)
+		munmap(c->pool[--c->npool], RFS_CACHE_BLOCK);
 	pthread_cond_destroy(&c->work);
 	pthread_cond_destroy(&c->done);
 	pthread_mutex_destroy(&c->lock);
@@ -395,6 +441,7 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 		}
 		e->comp = s->comp;
 		e->k = k;
+		e->start = block_start(s, k);
 		e->len = block_len(s, k);
 		ht_insert(c, e);
 	}
@@ -424,10 +471,10 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 		   char *dst, uint64_t off, uint64_t len, struct rfs_err *err)
 {
 	const struct rfs_seg *s = &vf->segs[segi];
-	uint64_t k, k0 = off / RFS_CACHE_BLOCK, k1 = (off + len - 1) / RFS_CACHE_BLOCK;
+	uint64_t k, k0 = (s->off + off) / RFS_CACHE_BLOCK, k1 = (s->off + off + len - 1) / RFS_CACHE_BLOCK;
 
 	for (k = k0; k <= k1; k++) {
-		uint64_t b0 = k * RFS_CACHE_BLOCK, from = off > b0 ? off : b0;
+		uint64_t b0 = block_start(s, k), from = off > b0 ? off : b0;
 		uint64_t to = b0 + block_len(s, k) < off + len ? b0 + block_len(s, k) : off + len;
 		struct entry *e = NULL;
 		/* a whole block asked for is computed straight into the reader's
@@ -442,11 +489,16 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 
 		if (ret)
 			return ret;
+		/* Prefetch follows small reads (page faults of a mapping, a
+		 * reader with a small buffer): whole-block reads already come
+		 * in parallel from the kernel's readahead, and computing them
+		 * ahead would only add a copy. */
 		if (e) {
 			memcpy(dst + (from - off), e->data + (from - b0), (size_t)(to - from));
 			pthread_mutex_lock(&c->lock);
 			e->refs--;
-			prefetch_after(c, vf, segi, k);
+			if (!whole)
+				prefetch_after(c, vf, segi, k);
 			pthread_mutex_unlock(&c->lock);
 		} else {
 			uint64_t t0 = now_ns();
@@ -457,7 +509,8 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 			pthread_mutex_lock(&c->lock);
 			c->st.compute_ns += now_ns() - t0;
 			c->st.computed_bytes += to - from;
-			prefetch_after(c, vf, segi, k);
+			if (!whole)
+				prefetch_after(c, vf, segi, k);
 			pthread_mutex_unlock(&c->lock);
 		}
 	}

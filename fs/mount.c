@@ -16,6 +16,9 @@
 #include <fcntl.h>
 #include <fuse.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <syslog.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +38,10 @@ struct mnt {
 	struct rfs_plan *plan;
 	struct rfs_strmap byname; /* "name" -> struct rfs_vfile * */
 	struct rfs_cache *cache;
-	pthread_mutex_t init_lock;  /* init_done: the INIT request was answered */
-	pthread_cond_t init_cond;
-	int init_done;
 	char mp[PATH_MAX];
 	unsigned ra_kb;
+	int notify_fd;              /* daemon: tells the parent the mount is live */
+	int daemon;                 /* errors go to syslog */
 	uid_t uid;
 	gid_t gid;
 	int logged_errors;
@@ -175,9 +177,14 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, m->cache, &err);
 	if (r < 0) {
 		/* the reader gets EIO (or SIGBUS in a mapping): say why, a few times */
-		if (__atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) < 20)
-			fprintf(stderr, "residfs: error: reading %s at %lld: %s\n", vf->name,
-				(long long)off, err.msg);
+		if (__atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) < 20) {
+			if (m->daemon)
+				syslog(LOG_ERR, "error: reading %s at %lld: %s", vf->name,
+				       (long long)off, err.msg);
+			else
+				fprintf(stderr, "residfs: error: reading %s at %lld: %s\n", vf->name,
+					(long long)off, err.msg);
+		}
 		return -rfs_err_errno(&err);
 	}
 	return (int)r;
@@ -232,10 +239,6 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->nullpath_ok = 0; /* handlers look files up by path */
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
-	pthread_mutex_lock(&m->init_lock);
-	m->init_done = 1;
-	pthread_cond_broadcast(&m->init_cond);
-	pthread_mutex_unlock(&m->init_lock);
 	return m;
 }
 
@@ -314,32 +317,57 @@ static void raise_readahead(const char *mp, unsigned kb)
 
 
 /*
- * The kernel applies the INIT reply by lowering the readahead to what the
- * daemon announced (the kernel's own 128 KiB), so the readahead is raised
- * only after that.  op_init runs just before the reply is sent; we wait
- * for it and then set the value a few times over the next half second, so
- * that the write lands after the reply was processed.  (Stat-ing the
- * mountpoint to wait would pin the mount and make an early unmount fail.)
+ * Runs in the mounted process once the loop is up.  The stat waits until
+ * the kernel has the INIT reply (which lowers the readahead to the 128 KiB
+ * it proposed), then the readahead is raised, and only then is the parent
+ * told that the mount is live: files opened from then on get the larger
+ * readahead, and the user cannot race an unmount against this stat.
  */
-static void *ra_thread(void *p)
+static void *ready_thread(void *p)
 {
 	struct mnt *m = p;
-	struct timespec ts;
-	int i, done;
+	struct stat st;
+	char ok = 0;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 10;
-	pthread_mutex_lock(&m->init_lock);
-	while (!m->init_done)
-		if (pthread_cond_timedwait(&m->init_cond, &m->init_lock, &ts))
-			break;
-	done = m->init_done;
-	pthread_mutex_unlock(&m->init_lock);
-	for (i = 0; done && i < 5; i++) {
-		usleep(10000u << i);
+	if (stat(m->mp, &st))
+		ok = 1;
+	else if (m->ra_kb)
 		raise_readahead(m->mp, m->ra_kb);
+	if (m->notify_fd >= 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (write(m->notify_fd, &ok, 1) != 1)
+			ok = 1;
+		close(m->notify_fd);
+		m->notify_fd = -1;
+		if (null >= 0) { /* a daemon: from now on, errors go to syslog */
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			close(null);
+		}
 	}
 	return NULL;
+}
+
+/* In the parent: waits for the mounted child's word.  Returns the exit status. */
+static int wait_for_child(int fd, pid_t child)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char status = 1;
+	int r;
+
+	do
+		r = poll(&pfd, 1, 60000);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		fprintf(stderr, "residfs: error: the mount did not come up within 60 s\n");
+		kill(child, SIGTERM);
+		return 1;
+	}
+	if (read(fd, &status, 1) != 1)
+		status = 1; /* the child died before saying anything; it printed why */
+	return status ? 1 : 0;
 }
 
 int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
@@ -347,11 +375,9 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config lc = { .clone_fd = 0, .max_idle_threads = 16 };
-	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid(),
-			 .init_lock = PTHREAD_MUTEX_INITIALIZER,
-			 .init_cond = PTHREAD_COND_INITIALIZER };
-	pthread_t ra_th;
-	int ra_started = 0;
+	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid(), .notify_fd = -1 };
+	pthread_t ready_th;
+	int ready_started = 0, foreground = o->foreground || o->debug, pipefd[2];
 	char mp[PATH_MAX];
 	struct fuse *f = NULL;
 	struct stat st;
@@ -370,6 +396,32 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		}
 	if (o->max_threads)
 		lc.max_idle_threads = o->max_threads;
+	snprintf(m.mp, sizeof(m.mp), "%s", mp);
+	m.ra_kb = o->readahead_kb;
+	if (!foreground) {
+		/* our own daemonize: the parent returns only once the mount is live */
+		pid_t pid;
+
+		if (pipe2(pipefd, O_CLOEXEC)) {
+			fprintf(stderr, "residfs: error: pipe: %s\n", strerror(errno));
+			goto out;
+		}
+		fflush(NULL);
+		pid = fork();
+		if (pid < 0) {
+			fprintf(stderr, "residfs: error: fork: %s\n", strerror(errno));
+			goto out;
+		}
+		if (pid > 0) {
+			close(pipefd[1]);
+			_exit(wait_for_child(pipefd[0], pid));
+		}
+		close(pipefd[0]);
+		m.notify_fd = pipefd[1];
+		m.daemon = 1;
+		setsid();
+		openlog("residfs", LOG_PID, LOG_DAEMON);
+	}
 	if (fuse_opt_add_arg(&args, "residfs") ||
 	    fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, "ro,fsname=residfs,subtype=residfs,default_permissions") ||
@@ -388,15 +440,8 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		fprintf(stderr, "residfs: error: cannot mount at %s (is /dev/fuse usable and fusermount3 installed?)\n", mp);
 		goto out_destroy;
 	}
-	if (fuse_daemonize(o->foreground || o->debug)) {
-		fprintf(stderr, "residfs: error: cannot daemonize\n");
-		goto out_unmount;
-	}
-	if (o->readahead_kb) {
-		snprintf(m.mp, sizeof(m.mp), "%s", mp);
-		m.ra_kb = o->readahead_kb;
-		if (!pthread_create(&ra_th, NULL, ra_thread, &m))
-			ra_started = 1;
+	if (chdir("/")) {
+		/* not fatal: only keeps the mount's cwd from pinning a directory */
 	}
 	{
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -409,20 +454,25 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(f)))
 		goto out_unmount;
+	if (!pthread_create(&ready_th, NULL, ready_thread, &m))
+		ready_started = 1;
 	ret = fuse_loop_mt(f, &lc) ? 1 : 0;
 	fuse_remove_signal_handlers(fuse_get_session(f));
-	if (ra_started) {
-		pthread_mutex_lock(&m.init_lock);
-		m.init_done = 1; /* wake it if INIT never came */
-		pthread_cond_broadcast(&m.init_cond);
-		pthread_mutex_unlock(&m.init_lock);
-		pthread_join(ra_th, NULL);
-	}
+	if (ready_started)
+		pthread_join(ready_th, NULL);
 out_unmount:
 	fuse_unmount(f);
 out_destroy:
 	fuse_destroy(f);
 out:
+	if (m.notify_fd >= 0) { /* failed before the mount was live */
+		char bad = 1;
+
+		if (write(m.notify_fd, &bad, 1) != 1) {
+			/* the parent sees EOF and fails anyway */
+		}
+		close(m.notify_fd);
+	}
 	rfs_cache_free(m.cache);
 	fuse_opt_free_args(&args);
 	rfs_strmap_release(&m.byname);

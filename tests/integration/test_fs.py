@@ -137,3 +137,44 @@ def test_unmount_ends_daemon(mounter, llama):
     while daemons() and time.time() < deadline:
         time.sleep(0.05)
     assert not daemons(), "the daemon is still running after fusermount3 -u"
+
+
+def test_source_truncated_after_mount(mounter, tmp_path, llama):
+    """A delta truncated after the mount was built: reads of the tensors it
+    feeds fail with EIO (never zeros, never a dead daemon), the other files
+    still read, and the daemon says which file and tensor."""
+    s = llama
+    b = shutil.copytree(s.base.path, os.path.join(str(tmp_path), "b"))
+    d = shutil.copytree(s.resA.path, os.path.join(str(tmp_path), "d"))
+    mp = mounter.mount(f"{b}+{d}", "--cache-size", "0")
+    shard = sorted(f for f in os.listdir(mp) if f.endswith(".safetensors"))[0]
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.truncate(4096)
+    with pytest.raises(OSError) as ei:
+        H.read_file(os.path.join(mp, shard))
+    assert ei.value.errno == errno.EIO, f"reading {shard}: {ei.value!r}, expected EIO"
+    # the daemon is alive and the untouched files still read
+    assert H.read_file(os.path.join(mp, "config.json")) == H.read_file(os.path.join(b, "config.json"))
+    assert shard in os.listdir(mp)
+
+
+def test_stats_file(mounter, llama):
+    """.residfs-stats is not listed, reads as JSON, and counts what was read."""
+    import json
+    s = llama
+    mp = mounter.mount(f"{s.base.path}+{s.resA.path}")
+    assert ".residfs-stats" not in os.listdir(mp)
+    total = 0
+    for fn in os.listdir(mp):
+        total += len(H.read_file(os.path.join(mp, fn)))
+    with open(os.path.join(mp, ".residfs-stats")) as f:
+        st = json.load(f)
+    for key in ("requests", "bytes", "hits", "misses", "prefetched", "computed_bytes",
+                "cache_used", "cache_budget"):
+        assert key in st, f"{key} missing from the stats: {st}"
+    assert st["requests"] > 0 and st["bytes"] >= total // 2, st
+    assert st["computed_bytes"] > 0, st
+    assert st["cache_used"] <= st["cache_budget"], st
+    with pytest.raises(OSError) as ei:
+        open(os.path.join(mp, ".residfs-stats"), "w")
+    assert ei.value.errno == errno.EROFS
