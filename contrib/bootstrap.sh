@@ -4,7 +4,7 @@
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-pkgs=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 libcjson-dev libxxhash-dev
+pkgs=(meson ninja-build pkg-config gcc g++ libfuse3-dev fuse3 libcjson-dev libxxhash-dev
       libcmocka-dev libcurl4-openssl-dev python3 python3-venv)
 
 missing=()

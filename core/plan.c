@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "../kernels/backend.h"
 #include "buf.h"
 #include "cache.h"
 #include "util.h"
@@ -1366,27 +1366,52 @@ static char *scratch_buf(struct scratch *s, unsigned i)
 /* ---- the mapped path ----------------------------------------------------
  * Reading operands with pread copies three bytes per output byte out of the
  * page cache; mapping the operand ranges of a request and computing from
- * the mappings removes that copy (it was half of the CPU time).  A source
- * file truncated under us raises SIGBUS on access: a per-thread guard
- * turns it into an I/O error for this read (see handle_sigbus).  The
+ * the mappings removes that copy (it was half of the CPU time).  The
  * windows are unmapped at the end of each call, so the daemon's resident
  * size does not grow with the model.
+ *
+ * A source file truncated under us raises SIGBUS when a window's page past
+ * the new end is touched.  The handler, when the address lies in one of
+ * the calling thread's windows, maps a zero page over it and records the
+ * fault; the computation runs to its end (no jump out of code that may
+ * hold a lock, the CUDA layer's included) and its result is then thrown
+ * away and the read fails with EIO, naming the file.  Any other SIGBUS
+ * kills the process as it would have.
  */
 
-static __thread sigjmp_buf *tl_bus_jmp;
+struct window {
+	char *map;
+	size_t maplen;
+};
+
+static __thread const struct window *tl_wins;
+static __thread unsigned tl_nwins;
+static __thread volatile sig_atomic_t tl_bus_hit;
 static __thread void *tl_bus_addr;
 static int bus_guard_ok;
 static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
 
 static void handle_sigbus(int sig, siginfo_t *si, void *uc)
 {
+	uintptr_t a = (uintptr_t)si->si_addr, page = 4096;
+	unsigned k;
+
 	(void)uc;
-	if (tl_bus_jmp) {
-		tl_bus_addr = si->si_addr;
-		siglongjmp(*tl_bus_jmp, 1);
+	for (k = 0; k < tl_nwins && tl_wins; k++) {
+		uintptr_t lo = (uintptr_t)tl_wins[k].map;
+
+		if (tl_wins[k].map && a >= lo && a < lo + tl_wins[k].maplen) {
+			void *p = mmap((void *)(a & ~(page - 1)), page, PROT_READ,
+				       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+			if (p != MAP_FAILED) {
+				tl_bus_hit = 1;
+				tl_bus_addr = si->si_addr;
+				return; /* the access is retried and reads zeros */
+			}
+		}
 	}
-	/* not ours: die of it as we would have */
-	signal(sig, SIG_DFL);
+	signal(sig, SIG_DFL); /* not ours: die of it as we would have */
 	raise(sig);
 }
 
@@ -1394,6 +1419,8 @@ static void bus_install(void)
 {
 	struct sigaction sa;
 
+	if (sysconf(_SC_PAGESIZE) != 4096)
+		return; /* the handler assumes 4 KiB pages; use pread elsewhere */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = handle_sigbus;
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
@@ -1401,17 +1428,12 @@ static void bus_install(void)
 	bus_guard_ok = sigaction(SIGBUS, &sa, NULL) == 0;
 }
 
-struct window {
-	char *map;
-	size_t maplen;
-};
-
 /* Computes elements [e, e + n) (relative to the windows' first element e0)
  * into @out. */
 static void run_range(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
 		      uint64_t rel, size_t n, void *out)
 {
-	const struct rfs_kern_ops *ops = g_kern ? g_kern : rfs_kern_best();
+	const struct rfs_kern_ops *ops = g_kern;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
 	struct rfs_kern_job job = {
 		.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
@@ -1427,7 +1449,7 @@ static void run_range(const struct rfs_comp *c, const char *const *base, const u
 			(size_t)(h < n ? h : n), c->ops[k].scale,
 		};
 	}
-	rfs_kern_run(ops, &job);
+	rfs_backend_run(ops, &job);
 }
 
 /* Elements covering bytes [a, a + len): whole ones straight into @dst,
@@ -1456,32 +1478,28 @@ static void run_bytes(const struct rfs_comp *c, const char *const *base, const u
 	}
 }
 
-/* run_bytes with SIGBUS (a source truncated under the mapping) turned
- * into an error for this read.  Nothing here allocates or locks, so
- * jumping out of the kernels is safe. */
+/* run_bytes with the SIGBUS guard over @win (see above). */
 static int run_guarded(const struct rfs_comp *c, const struct window *win,
 		       const char *const *base, const uint64_t *have,
 		       char *dst, uint64_t a, uint64_t len, struct rfs_err *err)
 {
-	sigjmp_buf jb;
+	unsigned k;
 
-	if (sigsetjmp(jb, 1)) {
-		const char *file = c->ops[0].file;
-		unsigned k;
-
-		tl_bus_jmp = NULL;
-		for (k = 0; k < c->nops; k++)
-			if (win[k].map && (char *)tl_bus_addr >= win[k].map &&
-			    (char *)tl_bus_addr < win[k].map + win[k].maplen)
-				file = c->ops[k].file;
-		return rfs_errf(err, RFS_E_IO,
-				"tensor '%s': %s ended early: it was truncated or replaced after it was checked",
-				c->name, file);
-	}
-	tl_bus_jmp = &jb;
+	tl_bus_hit = 0;
+	tl_wins = win;
+	tl_nwins = c->nops;
 	run_bytes(c, base, have, dst, a, len);
-	tl_bus_jmp = NULL;
-	return 0;
+	tl_wins = NULL;
+	tl_nwins = 0;
+	if (!tl_bus_hit)
+		return 0;
+	for (k = 0; k < c->nops; k++)
+		if (win[k].map && (char *)tl_bus_addr >= win[k].map &&
+		    (char *)tl_bus_addr < win[k].map + win[k].maplen)
+			return rfs_errf(err, RFS_E_IO,
+					"tensor '%s': %s ended early: it was truncated or replaced after it was checked",
+					c->name, c->ops[k].file);
+	return rfs_errf(err, RFS_E_IO, "tensor '%s': a source file ended early", c->name);
 }
 
 /* Returns 0, an rfs code, or 1: could not map, use pread. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/cache.h"
+#include "kernels/backend.h"
 #include "core/demo.h"
 #include "core/export.h"
 #include "core/inspect.h"
@@ -52,6 +53,8 @@ static const char usage_text[] =
 	"                                cast-first: as the residuals package on bf16/fp16\n"
 	"  --passthrough                 show base tensors that no delta names unchanged\n"
 	"                                (default: that is an error)\n"
+	"  --backend auto|cpu|cuda       where merges are computed (mount, export; default\n"
+	"                                auto: the GPU only if present and measured faster)\n"
 	"mount:\n"
 	"  -f, --foreground              do not daemonize\n"
 	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other)\n"
@@ -102,7 +105,7 @@ static double now(void)
 enum {
 	OPT_BASE = 256, OPT_DELTA, OPT_SCALE, OPT_INSTRUCT, OPT_DTYPE, OPT_ROUNDING,
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
-	OPT_READAHEAD, OPT_THREADS, OPT_CACHE,
+	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND,
 };
 
 static const struct option long_opts[] = {
@@ -123,6 +126,7 @@ static const struct option long_opts[] = {
 	{ "readahead-kb", required_argument, NULL, OPT_READAHEAD },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "cache-size", required_argument, NULL, OPT_CACHE },
+	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -265,6 +269,11 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_CACHE:
 			c->mount.cache_bytes = parse_size("--cache-size", optarg);
+			break;
+		case OPT_BACKEND:
+			c->mount.backend = rfs_backend_parse(optarg);
+			if (c->mount.backend < 0)
+				die_usage("--backend: '%s' is not one of auto, cpu, cuda", optarg);
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -422,6 +431,15 @@ static int cmd_export(struct cli *c)
 
 	if (ret)
 		return ret;
+	{
+		char why[256];
+
+		if (rfs_backend_select((enum rfs_backend)c->mount.backend, why, sizeof(why))) {
+			fprintf(stderr, "residfs: error: %s\n", why);
+			rfs_plan_free(plan);
+			return 1;
+		}
+	}
 	ret = do_export(plan, out, c->force, c->quiet, c->threads, &secs);
 	if (!ret && !c->quiet) {
 		for (i = 0; i < plan->nfiles; i++)

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/cache.h"
+#include "kernels/backend.h"
 #include "core/strmap.h"
 
 /* Not listed, but readable: the cache and request counters as JSON. */
@@ -159,11 +160,20 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	if (off < 0)
 		return -EINVAL;
 	if (fi && fi->fh == STATS_FH) {
+		char be[256], *cj, *js;
 		size_t len;
-		char *js = rfs_cache_stats_json(m->cache, &len);
 
-		if (!js)
+		rfs_backend_describe(be, sizeof(be));
+		cj = rfs_cache_stats_json(m->cache, &len);
+		if (!cj)
 			return -ENOMEM;
+		/* the backend in front of the cache's counters */
+		if (asprintf(&js, "{\"backend\": \"%s\", %s", be, cj + 1) < 0) {
+			free(cj);
+			return -ENOMEM;
+		}
+		free(cj);
+		len = strlen(js);
 		r = (uint64_t)off >= len ? 0 : (ssize_t)(len - (size_t)off < size ? len - (size_t)off : size);
 		if (r > 0)
 			memcpy(buf, js + off, (size_t)r);
@@ -421,6 +431,15 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		m.daemon = 1;
 		setsid();
 		openlog("residfs", LOG_PID, LOG_DAEMON);
+	}
+	{
+		/* after the fork: a CUDA context does not survive one */
+		char why[256];
+
+		if (rfs_backend_select((enum rfs_backend)o->backend, why, sizeof(why))) {
+			fprintf(stderr, "residfs: error: %s\n", why);
+			goto out;
+		}
 	}
 	if (fuse_opt_add_arg(&args, "residfs") ||
 	    fuse_opt_add_arg(&args, "-o") ||

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# contrib/gpu-check.sh - prove the CUDA kernels on a machine with a GPU.
+#
+# Builds residfs with -Dcuda=enabled into a fresh build directory, runs the
+# CUDA test (bit-exact against the scalar reference) and the benchmark, and
+# prints `nvidia-smi -L` and the benchmark table.  Needs nvcc (CUDA toolkit)
+# and an NVIDIA driver; installs missing build packages with apt-get when it
+# can (Debian 12), else tries PyPI for meson/ninja, else compiles the
+# kernels and the two programs directly with nvcc and gcc.  Nothing outside
+# this repository is needed.  Takes a minute or two (well under 8).
+#
+# usage: contrib/gpu-check.sh [build-dir]   (default: a new dir under /tmp)
+# env:   BENCH_MIB=1024 (MiB of output per benchmark case), BENCH_REPS=3
+#
+# Exit status: 0 when the test passed, 1 when it failed or could not run.
+
+set -u
+SECONDS=0
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$(mktemp -d /tmp/residfs-gpu.XXXXXX)}
+build=${build%/}
+bench_mib=${BENCH_MIB:-1024}
+bench_reps=${BENCH_REPS:-3}
+status=1
+
+say() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+export PATH="$PATH:/usr/local/cuda/bin"
+cd "$src" || exit 1
+
+say "GPU"
+if have nvidia-smi; then
+	timeout 60 nvidia-smi -L || echo "nvidia-smi failed"
+else
+	echo "nvidia-smi not found"
+fi
+if ! have nvcc; then
+	echo "nvcc not found (looked in PATH and /usr/local/cuda/bin): cannot build the CUDA kernels"
+	exit 1
+fi
+nvcc --version | tail -2
+
+# ---- build tools and libraries ----
+say "packages"
+pkgs_ok() {
+	have meson && have ninja && have pkg-config &&
+		pkg-config --exists fuse3 libcjson libxxhash cmocka
+}
+if ! pkgs_ok; then
+	sudo=()
+	[ "$(id -u)" = 0 ] || { have sudo && sudo -n true 2>/dev/null && sudo=(sudo -n); }
+	if have apt-get && { [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; }; then
+		echo "installing build packages with apt-get"
+		timeout 90 "${sudo[@]}" apt-get update -qq ||
+			echo "apt-get update failed (no mirror?)"
+		timeout 240 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install \
+			-y -qq --no-install-recommends meson ninja-build pkg-config \
+			libfuse3-dev fuse3 libcjson-dev libxxhash-dev libcmocka-dev ||
+			echo "apt-get install failed"
+	fi
+fi
+if ! have meson || ! have ninja; then
+	echo "meson/ninja missing: trying PyPI in a venv"
+	venv=/tmp/residfs-gpu-venv
+	if { [ -x "$venv/bin/pip" ] || timeout 60 python3 -m venv "$venv"; } &&
+	   timeout 180 "$venv/bin/pip" install -q meson ninja; then
+		export PATH="$PATH:$venv/bin"
+	else
+		timeout 180 python3 -m pip install -q --user --break-system-packages \
+			meson ninja 2>/dev/null ||
+			timeout 180 python3 -m pip install -q --user meson ninja ||
+			echo "pip install failed"
+		export PATH="$PATH:$HOME/.local/bin"
+	fi
+fi
+
+# ---- build ----
+test_bin=
+bench_bin=
+use_meson=0
+
+say "build (meson, -Dcuda=enabled) in $build"
+if have meson && have ninja &&
+   meson setup "$build" -Dcuda=enabled --buildtype=release >"$build.setup.log" 2>&1; then
+	grep -iE "cuda|nvcc" "$build.setup.log"
+	if ninja -C "$build" >"$build.ninja.log" 2>&1; then
+		echo "full build: ok"
+	else
+		tail -20 "$build.ninja.log"
+		echo "full build failed; building the CUDA test and benchmark only"
+		ninja -C "$build" tests/cuda/test_cuda tests/cuda/bench_cuda ||
+			echo "CUDA targets failed to build"
+	fi
+	if [ -x "$build/tests/cuda/test_cuda" ]; then
+		test_bin=$build/tests/cuda/test_cuda
+		bench_bin=$build/tests/cuda/bench_cuda
+		use_meson=1
+	fi
+else
+	[ -f "$build.setup.log" ] && tail -20 "$build.setup.log"
+	echo "meson setup failed"
+fi
+
+if [ -z "$test_bin" ]; then
+	# Fallback: the kernels alone, same flags as kernels/meson.build and
+	# kernels/cuda/meson.build (keep them in step).
+	say "build (direct nvcc/gcc fallback) in $build/standalone"
+	sa=$build/standalone
+	mkdir -p "$sa"
+	cflags=(-std=gnu11 -O2 -ffp-contract=off -D_GNU_SOURCE -DRFS_HAVE_CUDA=1
+		-Ikernels -Ikernels/cuda)
+	objs=("$sa/kern.o" "$sa/kern_scalar.o" "$sa/kern_cuda.o")
+	simd=()
+	if [ "$(uname -m)" = x86_64 ] &&
+	   gcc "${cflags[@]}" -mavx2 -mf16c -c kernels/kern_avx2.c -o "$sa/kern_avx2.o" &&
+	   gcc "${cflags[@]}" -mavx2 -mf16c -mavx512f -mavx512bw -mavx512vl \
+		-c kernels/kern_avx512.c -o "$sa/kern_avx512.o"; then
+		simd=(-DRFS_HAVE_X86_SIMD=1)
+		objs+=("$sa/kern_avx2.o" "$sa/kern_avx512.o")
+	fi
+	nvroot=$(dirname "$(dirname "$(command -v nvcc)")")
+	cudart=
+	for d in "$nvroot/lib64" "$nvroot/lib" "$nvroot"/targets/*/lib \
+		 /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+		[ -f "$d/libcudart_static.a" ] && { cudart=$d/libcudart_static.a; break; }
+	done
+	libs=("$cudart" -ldl -lrt -lpthread -lm)
+	if [ -n "$cudart" ] &&
+	   nvcc -std=c++17 -O3 --fmad=false --ftz=false --prec-div=true --prec-sqrt=true \
+		-Xcompiler=-fPIC,-ffp-contract=off,-fno-exceptions,-fno-rtti,-fno-threadsafe-statics \
+		-gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
+		-gencode=arch=compute_90,code=compute_90 -Ikernels -Ikernels/cuda \
+		-c kernels/cuda/kern_cuda.cu -o "$sa/kern_cuda.o" &&
+	   gcc "${cflags[@]}" "${simd[@]}" -c kernels/kern.c -o "$sa/kern.o" &&
+	   gcc "${cflags[@]}" -c kernels/kern_scalar.c -o "$sa/kern_scalar.o" &&
+	   gcc "${cflags[@]}" tests/cuda/test_cuda.c "${objs[@]}" "${libs[@]}" \
+		-o "$sa/test_cuda" &&
+	   gcc "${cflags[@]}" tests/cuda/bench_cuda.c "${objs[@]}" "${libs[@]}" \
+		-o "$sa/bench_cuda"; then
+		test_bin=$sa/test_cuda
+		bench_bin=$sa/bench_cuda
+	else
+		echo "direct build failed (libcudart_static.a: ${cudart:-not found})"
+	fi
+fi
+[ -n "$test_bin" ] || { say "FAILED: nothing to run"; exit 1; }
+
+# ---- test ----
+say "CUDA test (bit-exact against the scalar reference)"
+if [ "$use_meson" = 1 ]; then
+	timeout 600 meson test -C "$build" --no-rebuild -v cuda
+	rc=$?
+	# meson reports a skip (77) as success; look at the log too
+	if grep -q "exit status 77" "$build/meson-logs/testlog.txt" 2>/dev/null; then
+		rc=77
+	fi
+else
+	timeout 600 "$test_bin"
+	rc=$?
+fi
+case $rc in
+0) echo "CUDA test: PASS"; status=0 ;;
+77) echo "CUDA test: SKIPPED (no CUDA device answered)" ;;
+*) echo "CUDA test: FAIL (status $rc)" ;;
+esac
+
+# ---- benchmark ----
+say "benchmark ($bench_mib MiB of output per case)"
+timeout 400 "$bench_bin" "$bench_mib" "$bench_reps"
+echo "benchmark exit status $? (77: no device)"
+
+say "done: test $([ $status = 0 ] && echo PASS || echo 'FAIL/SKIP'), build dir $build"
+exit $status

@@ -1,0 +1,114 @@
+/*
+ * kern_cuda.h - CUDA backend of the residfs kernels (DESIGN sections 3, 8).
+ *
+ * Plain C interface.  rfs_cuda_run() computes exactly what
+ * rfs_kern_run(&rfs_kern_scalar, job) computes, bit for bit, on the GPU:
+ * the same widening, the same float32 evaluation order without fused
+ * multiply-add, the same rounding to the output dtype and the same
+ * cast-first sequence, NaN payloads included: a NaN operand propagates
+ * quieted, NaN + NaN keeps the accumulator's (the kern.h contract), an
+ * invalid operation (Inf - Inf, 0 * Inf) gives the host CPU's default NaN.
+ *
+ * The CUDA runtime is linked statically: programs using this start on
+ * machines without a GPU or driver, where rfs_cuda_available() is 0 and
+ * every run function returns -1 at once.
+ *
+ * The CUDA runtime is not fork-safe: call none of these functions before
+ * a fork (e.g. fuse_daemonize()) in a process that uses them after it.
+ *
+ * Environment: RESIDFS_CUDA=0 makes the backend report no device;
+ * RESIDFS_CUDA_DEVICE=N picks device N (default 0).
+ */
+#ifndef RFS_KERN_CUDA_H
+#define RFS_KERN_CUDA_H
+
+#include <stddef.h>
+
+#include "kern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Whether a CUDA device answers.
+ *
+ * Probed once (thread-safe) with cudaGetDeviceCount() and friends; never
+ * aborts.  Returns 0 without a driver or GPU, or when RESIDFS_CUDA=0, and
+ * 0 once a CUDA error has marked the GPU unusable.
+ *
+ * @return 1 if the backend can be used, else 0.
+ */
+int rfs_cuda_available(void);
+
+/**
+ * Name of the device in use, e.g. "NVIDIA H100 80GB HBM3".
+ *
+ * @return a static string; "none" when no device answers.
+ */
+const char *rfs_cuda_device_name(void);
+
+/**
+ * Runs @job on the GPU; host pointers in, host pointers out.
+ *
+ * Same contract and result as rfs_kern_run(&rfs_kern_scalar, job).  The
+ * data are staged through pinned buffers in chunks of a few MiB on
+ * several streams, so upload, compute and download overlap.  Safe to call
+ * from several threads at once (a small pool of contexts).
+ *
+ * On any CUDA error it logs once to stderr, marks the GPU unusable and
+ * returns -1; later calls then return -1 at once and the caller computes
+ * on the CPU.  @job->out may then hold partial results.
+ *
+ * @param job the combination; @job->out and every term's data are host
+ *            memory.
+ * @return 0 on success; -1 on a CUDA error, without a device, or for an
+ *         invalid job (nterms 0, unknown dtype, NULL pointers).
+ */
+int rfs_cuda_run(const struct rfs_kern_job *job);
+
+/**
+ * Runs @job with data already on the device (for benchmarks and for
+ * callers that keep tensors on the GPU).
+ *
+ * @job->out and every term's data are device pointers (from
+ * rfs_cuda_dev_alloc()).  Waits for the kernels to finish.  Jobs of more
+ * than a handful of terms take a temporary float32 buffer of @job->n
+ * elements on the device.  Errors as for rfs_cuda_run().
+ *
+ * @param job the combination, with device pointers.
+ * @return 0 on success, -1 on error.
+ */
+int rfs_cuda_run_device(const struct rfs_kern_job *job);
+
+/**
+ * Allocates @bytes of device memory.
+ *
+ * @return the device pointer, or NULL on error or without a device.
+ */
+void *rfs_cuda_dev_alloc(size_t bytes);
+
+/**
+ * Frees memory from rfs_cuda_dev_alloc(); NULL is ignored.
+ */
+void rfs_cuda_dev_free(void *dptr);
+
+/**
+ * Copies @bytes from host @src to device @dst (synchronous).
+ *
+ * @return 0 on success, -1 on error.
+ */
+int rfs_cuda_upload(void *dst, const void *src, size_t bytes);
+
+/**
+ * Copies @bytes from device @src to host @dst (synchronous).
+ *
+ * @return 0 on success, -1 on error.
+ */
+int rfs_cuda_download(void *dst, const void *src, size_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
