@@ -363,6 +363,32 @@ void rfs_cache_free(struct rfs_cache *c)
 	free(c);
 }
 
+/* Finds block k, waiting while it is being computed.  Lock held. */
+static struct entry *find_settled(struct rfs_cache *c, const struct rfs_comp *comp, uint64_t k)
+{
+	struct entry *e;
+
+	while ((e = find(c, comp, k)) && e->state == E_COMPUTING) {
+		c->st.waits++;
+		pthread_cond_wait(&c->done, &c->lock);
+	}
+	return e;
+}
+
+/* A hit on READY block @e: referenced for the caller, newest in the LRU. */
+static struct entry *take_hit(struct rfs_cache *c, struct entry *e)
+{
+	e->refs++;
+	if (e->prefetched) {
+		e->prefetched = 0;
+		c->st.prefetch_hits++;
+	}
+	c->st.hits++;
+	lru_unlink(e);
+	lru_push(c, e);
+	return e;
+}
+
 /* Takes block k if it is READY (prefetched, say) or being computed;
  * otherwise leaves *out NULL.  Never computes. */
 static int take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
@@ -372,25 +398,9 @@ static int take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 
 	*out = NULL;
 	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		e = find(c, s->comp, k);
-		if (e && e->state == E_COMPUTING) {
-			c->st.waits++;
-			pthread_cond_wait(&c->done, &c->lock);
-			continue;
-		}
-		break;
-	}
+	e = find_settled(c, s->comp, k);
 	if (e && e->state == E_READY) {
-		e->refs++;
-		if (e->prefetched) {
-			e->prefetched = 0;
-			c->st.prefetch_hits++;
-		}
-		c->st.hits++;
-		lru_unlink(e);
-		lru_push(c, e);
-		*out = e;
+		*out = take_hit(c, e);
 	} else if (e && e->state == E_QUEUED) {
 		ht_remove(c, e); /* the reader computes it now; the queue skips it */
 		free(e);
@@ -411,27 +421,11 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 
 	*out = NULL;
 	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		e = find(c, s->comp, k);
-		if (e && e->state == E_READY) {
-			e->refs++;
-			if (e->prefetched) {
-				e->prefetched = 0;
-				c->st.prefetch_hits++;
-			}
-			c->st.hits++;
-			lru_unlink(e);
-			lru_push(c, e);
-			*out = e;
-			pthread_mutex_unlock(&c->lock);
-			return 0;
-		}
-		if (e && e->state == E_COMPUTING) {
-			c->st.waits++;
-			pthread_cond_wait(&c->done, &c->lock);
-			continue;
-		}
-		break;
+	e = find_settled(c, s->comp, k);
+	if (e && e->state == E_READY) {
+		*out = take_hit(c, e);
+		pthread_mutex_unlock(&c->lock);
+		return 0;
 	}
 	if (!e) {
 		e = calloc(1, sizeof(*e));

@@ -265,8 +265,14 @@ def main():
         total = sum(os.path.getsize(p) for p in shards)
         n, t = read_files(shards)
         cold.append(n / t / 1e9)
-        n, t = read_files(shards)
-        warm_.append(n / t / 1e9)
+        # re-reads: the first one also moves the pages to the active LRU list,
+        # the later ones are the steady state; both are compared below with
+        # the same reads of an exported copy
+        w = []
+        for _ in range(3):
+            n, t = read_files(shards)
+            w.append(n / t / 1e9)
+        warm_.append(w)
         res["daemon_peak_rss_MiB"] = m.hwm_mib()
         res["stats_after_reads"] = json.loads(open(os.path.join(m.mp, ".residfs-stats")).read())
         ranges = [r for p in shards for r in tensor_ranges(p)]
@@ -276,7 +282,8 @@ def main():
         stubr.append(n / t / 1e9)
         sm.close()
     res["cold_residfs_GBps"] = sorted(cold)[1]
-    res["warm_residfs_GBps"] = sorted(warm_)[1]
+    res["warm_first_residfs_GBps"] = sorted(w[0] for w in warm_)[1]
+    res["warm_residfs_GBps"] = sorted(max(w[1:]) for w in warm_)[1]
     res["cold_stub_GBps"] = sorted(stubr)[1]
     res["cold_rounds"] = {"residfs": cold, "stub": stubr, "warm": warm_}
     res["cold_ratio"] = res["cold_residfs_GBps"] / res["cold_stub_GBps"]
@@ -302,10 +309,14 @@ def main():
     res["cp_sync_GBps"] = out_bytes / res["cp_sync_s"] / 1e9
     res["export_ratio"] = res["cp_sync_s"] / res["export_s"]
     exp_shards = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".safetensors"))
-    read_files(exp_shards)
-    n, t = read_files(exp_shards)
-    res["warm_export_copy_GBps"] = n / t / 1e9
+    w = []
+    for _ in range(3):
+        n, t = read_files(exp_shards)
+        w.append(n / t / 1e9)
+    res["warm_first_export_copy_GBps"] = w[0]
+    res["warm_export_copy_GBps"] = max(w[1:])
     res["warm_ratio"] = res["warm_residfs_GBps"] / res["warm_export_copy_GBps"]
+    res["warm_first_ratio"] = res["warm_first_residfs_GBps"] / res["warm_first_export_copy_GBps"]
     subprocess.run(["rm", "-rf", out + "-cp"], check=True)
 
     # small requests (readahead off, 128 KiB reads): the block cache and
@@ -351,7 +362,8 @@ def main():
     res["rss_limit_MiB"] = budget_mib + 64
     rows = [
         ("cold sequential read (GB/s)", res["cold_residfs_GBps"], res["cold_stub_GBps"], res["cold_ratio"], ">= 0.85"),
-        ("warm re-read (GB/s)", res["warm_residfs_GBps"], res["warm_export_copy_GBps"], res["warm_ratio"], ">= 0.5"),
+        ("warm re-read, steady (GB/s)", res["warm_residfs_GBps"], res["warm_export_copy_GBps"], res["warm_ratio"], ">= 0.5"),
+        ("warm, first re-read (GB/s)", res["warm_first_residfs_GBps"], res["warm_first_export_copy_GBps"], res["warm_first_ratio"], ""),
         ("8 readers vs 1 (GB/s)", res["eight_readers_GBps"], res["one_reader_GBps"], res["readers_ratio"], ">= 1.0"),
         ("export vs cp+sync (GB/s)", res["export_GBps"], res["cp_sync_GBps"], res["export_ratio"], ">= 0.5"),
     ]

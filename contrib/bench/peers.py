@@ -21,12 +21,9 @@ measures, each in its own process:
   imports       python importing torch, transformers and residuals, nothing
                 else: the part of the Python rows that is start-up
 
-For each: wall time, peak RSS (os.wait4's ru_maxrss of that process), bytes
-written by the process (ru_oublock x 512: pages it dirtied) and the size of
-the output directory.  The peak RSS of a child includes the peak of this
-script at the time it started the child (Linux keeps the high-water mark
-across fork and exec), so this script builds the models in a child of its own
-and stays small itself (tens of MiB).  Inputs are read once before every step so that every
+For each: wall time, peak RSS (VmHWM of the process, sampled every 3 ms),
+bytes written by the process (os.wait4's ru_oublock x 512: the pages it
+dirtied) and the size of the output directory.  Inputs are read once before every step so that every
 step starts with them in the page cache.  Prints a markdown table, then JSON.
 
     python3 contrib/bench/peers.py [--residfs BIN] [--python PY] [--json FILE]
@@ -41,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -110,14 +108,43 @@ def warm(*dirs):
                         pass
 
 
+class HWM:
+    """Samples VmHWM of /proc/PID/status every few milliseconds while PID lives: the
+    peak RSS of that process image alone (ru_maxrss would also count the peak of this
+    script at the time it started the child: Linux keeps it across fork and exec)."""
+
+    def __init__(self, pid):
+        self.pid, self.peak = pid, 0
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    st = f.read()
+            except OSError:
+                return
+            hwm = [ln for ln in st.splitlines() if ln.startswith("VmHWM:")]
+            if not hwm:   # a zombie: the image is gone
+                return
+            self.peak = max(self.peak, int(hwm[0].split()[1]) * 1024)
+            time.sleep(0.003)
+
+    def stop(self):
+        self.th.join(timeout=1)
+        return self.peak
+
+
 def measure(argv, env=None):
     """Runs @argv to completion: (wall s, peak RSS bytes, bytes written, exit status)."""
     t = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+    h = HWM(p.pid)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     p.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_maxrss * 1024, ru.ru_oublock * 512, p.returncode
+    return wall, max(h.stop(), 1), ru.ru_oublock * 512, p.returncode
 
 
 PKG_APPLY = r"""
@@ -160,8 +187,7 @@ def main():
         build(a.build_into)
         return
     root = cache_dir()
-    # built in a child: a child's ru_maxrss starts at its parent's peak (exec keeps the
-    # high-water mark of the forked image), so this process must stay small
+    # built in a child of its own: this process stays small (a few tens of MiB)
     if not os.path.exists(os.path.join(root, ".complete")):
         subprocess.run([a.python, os.path.abspath(__file__), "--build-into", root], check=True)
     base, ins, res = (os.path.join(root, x) for x in ("base", "instruct", "res"))
@@ -212,6 +238,7 @@ def main():
     warm(base, res)
     t0 = time.perf_counter()
     daemon = subprocess.Popen([a.residfs, "mount", "-f", spec, mp], stdin=subprocess.DEVNULL)
+    dh = HWM(daemon.pid)
     while not is_mounted(mp):
         if daemon.poll() is not None:
             sys.exit(f"residfs mount exited with {daemon.returncode}")
@@ -221,12 +248,13 @@ def main():
     wall = time.perf_counter() - t0
     subprocess.run(["fusermount3", "-u", mp], check=True)
     _, status, ru = os.wait4(daemon.pid, 0)
+    drss = dh.stop()
     if rc != 0:
         sys.exit(f"loading from the mount failed: {rc}")
     row("mount+load", "residfs mount + AutoModelForCausalLM.from_pretrained(mountpoint) + one forward",
-        wall, lrss + ru.ru_maxrss * 1024, lwr + ru.ru_oublock * 512, None,
+        wall, lrss + drss, lwr + ru.ru_oublock * 512, None,
         {"mount_s": round(t_mount, 3), "loader_wall_s": round(lwall, 2), "loader_peak_rss_bytes": lrss,
-         "daemon_peak_rss_bytes": ru.ru_maxrss * 1024})
+         "daemon_peak_rss_bytes": drss})
 
     warm(os.path.join(work, "export"))
     wall, rss, wr, rc = measure([a.python, "-c", LOAD, os.path.join(work, "export"), threads, str(vocab)], env)
