@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLOCK (8u << 20) /* bytes per read-compute-write step */
@@ -40,6 +41,8 @@ struct job {
 	struct rfs_err err;
 	const char *tmp;
 	pthread_mutex_t lock;
+	pthread_cond_t changed;  /* a block was written or a worker ended */
+	unsigned running;
 	volatile sig_atomic_t *stop;
 };
 
@@ -54,6 +57,8 @@ static void *worker(void *arg)
 			j->failed = 1;
 			rfs_errf(&j->err, RFS_E_NOMEM, "out of memory");
 		}
+		j->running--;
+		pthread_cond_broadcast(&j->changed);
 		pthread_mutex_unlock(&j->lock);
 		return NULL;
 	}
@@ -100,25 +105,39 @@ static void *worker(void *arg)
 		} else if (r >= 0) {
 			j->done += n;
 		}
+		pthread_cond_broadcast(&j->changed);
 		pthread_mutex_unlock(&j->lock);
 	}
 	free(buf);
+	pthread_mutex_lock(&j->lock);
+	j->running--;
+	pthread_cond_broadcast(&j->changed);
+	pthread_mutex_unlock(&j->lock);
 	return NULL;
 }
 
+/* A file written under its temporary name, waiting to be synced and renamed. */
+struct pending {
+	int fd;
+	char tmp[4096], fin[4096];
+};
+
+/* Writes @vf to a temporary file in @outdir and starts its writeback; on
+ * success *@pd holds the open file, on failure nothing is left behind. */
 static int export_file(const struct rfs_vfile *vf, const char *outdir,
 		       const struct rfs_export_opts *o, unsigned nthreads,
-		       uint64_t *done_total, uint64_t total, struct rfs_err *err)
+		       uint64_t *done_total, uint64_t total, struct pending *pd,
+		       struct rfs_err *err)
 {
-	char tmp[4096], fin[4096];
+	char *tmp = pd->tmp, *fin = pd->fin;
 	struct job j = { .vf = vf, .stop = o->stop };
 	pthread_t th[64];
 	unsigned i, started = 0;
 	int fd, ret = 0;
 
-	snprintf(fin, sizeof(fin), "%s/%s", outdir, vf->name);
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.residfs-tmp-%ld", outdir, vf->name,
-			     (long)getpid()) >= sizeof(tmp))
+	snprintf(fin, sizeof(pd->fin), "%s/%s", outdir, vf->name);
+	if ((size_t)snprintf(tmp, sizeof(pd->tmp), "%s/.%s.residfs-tmp-%ld", outdir, vf->name,
+			     (long)getpid()) >= sizeof(pd->tmp))
 		return rfs_errf(err, RFS_E_RANGE, "%s: path too long", fin);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
@@ -131,30 +150,45 @@ static int export_file(const struct rfs_vfile *vf, const char *outdir,
 	j.fd = fd;
 	j.tmp = tmp;
 	pthread_mutex_init(&j.lock, NULL);
+	pthread_cond_init(&j.changed, NULL);
 	if (vf->size <= BLOCK)
 		nthreads = 1;
+	pthread_mutex_lock(&j.lock);
 	for (i = 0; i < nthreads && i < 64; i++)
-		if (!pthread_create(&th[i], NULL, worker, &j))
+		if (!pthread_create(&th[i], NULL, worker, &j)) {
 			started++;
-	if (!started)
+			j.running++;
+		}
+	pthread_mutex_unlock(&j.lock);
+	if (!started) {
+		j.running = 1;
 		worker(&j);
-	/* report progress while the workers run */
-	for (;;) {
-		uint64_t d;
-		int fin_now;
+	}
+	/* report progress while the workers run (at most 10 times a second) */
+	pthread_mutex_lock(&j.lock);
+	while (j.running) {
+		struct timespec ts;
+		uint64_t d = j.done;
 
-		pthread_mutex_lock(&j.lock);
-		d = j.done;
-		fin_now = j.failed || d >= vf->size || (o->stop && *o->stop);
 		pthread_mutex_unlock(&j.lock);
 		if (o->progress)
 			o->progress(*done_total + d, total, vf->name, o->progress_ctx);
-		if (fin_now || !started)
-			break;
-		usleep(100000);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&j.lock);
+		if (j.running)
+			pthread_cond_timedwait(&j.changed, &j.lock, &ts);
 	}
+	pthread_mutex_unlock(&j.lock);
+	if (o->progress)
+		o->progress(*done_total + j.done, total, vf->name, o->progress_ctx);
 	for (i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
+	pthread_cond_destroy(&j.changed);
 	pthread_mutex_destroy(&j.lock);
 	if (j.failed) {
 		*err = j.err;
@@ -165,20 +199,9 @@ static int export_file(const struct rfs_vfile *vf, const char *outdir,
 		ret = rfs_errf(err, RFS_E_INTR, "interrupted while writing %s", fin);
 		goto fail;
 	}
-	if (fsync(fd)) {
-		ret = rfs_errsys(err, "%s: fsync failed", tmp);
-		goto fail;
-	}
-	if (close(fd)) {
-		fd = -1;
-		ret = rfs_errsys(err, "%s: close failed", tmp);
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, fin)) {
-		ret = rfs_errsys(err, "cannot rename %s to %s", tmp, fin);
-		goto fail;
-	}
+	/* start writing it back now; the fsyncs come once all files are written */
+	sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	pd->fd = fd;
 	*done_total += vf->size;
 	return 0;
 fail:
@@ -192,15 +215,16 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir,
 	       const struct rfs_export_opts *o, struct rfs_err *err)
 {
 	uint64_t total = 0, done = 0;
+	struct pending *pd;
 	struct stat st;
 	unsigned nthreads = o->threads;
-	size_t i;
+	size_t i, n = 0;
 	int ret, empty = 0, dfd;
 
 	if (!nthreads) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-		nthreads = n > 0 ? (unsigned)(n > 16 ? 16 : n) : 1;
+		nthreads = ncpu > 0 ? (unsigned)(ncpu > 16 ? 16 : ncpu) : 1;
 	}
 	if (stat(outdir, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
@@ -217,15 +241,50 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir,
 	}
 	for (i = 0; i < plan->nfiles; i++)
 		total += plan->files[i].size;
-	for (i = 0; i < plan->nfiles; i++) {
-		ret = export_file(&plan->files[i], outdir, o, nthreads, &done, total, err);
+	pd = calloc(plan->nfiles ? plan->nfiles : 1, sizeof(*pd));
+	if (!pd)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	/* 1. every file under its temporary name; 2. fsync each; 3. rename
+	 * each: a final name only ever holds a complete, synced file */
+	for (n = 0; n < plan->nfiles; n++) {
+		ret = export_file(&plan->files[n], outdir, o, nthreads, &done, total, &pd[n], err);
 		if (ret)
-			return ret;
+			goto fail;
 	}
+	for (i = 0; i < n; i++) {
+		if (fsync(pd[i].fd)) {
+			ret = rfs_errsys(err, "%s: fsync failed", pd[i].tmp);
+			goto fail;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		int bad = close(pd[i].fd);
+
+		pd[i].fd = -1;
+		if (bad) {
+			ret = rfs_errsys(err, "%s: close failed", pd[i].tmp);
+			goto fail;
+		}
+		if (rename(pd[i].tmp, pd[i].fin)) {
+			ret = rfs_errsys(err, "cannot rename %s to %s", pd[i].tmp, pd[i].fin);
+			goto fail;
+		}
+		pd[i].tmp[0] = 0;
+	}
+	free(pd);
 	dfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd >= 0) {
 		fsync(dfd);
 		close(dfd);
 	}
 	return 0;
+fail:
+	for (i = 0; i < n; i++) {
+		if (pd[i].fd >= 0)
+			close(pd[i].fd);
+		if (pd[i].tmp[0])
+			unlink(pd[i].tmp);
+	}
+	free(pd);
+	return ret;
 }

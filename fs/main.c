@@ -375,6 +375,7 @@ static void on_signal(int sig)
 
 struct progress {
 	double t0, last;
+	int ended;
 };
 
 static void show_progress(uint64_t done, uint64_t total, const char *file, void *ctx)
@@ -383,21 +384,23 @@ static void show_progress(uint64_t done, uint64_t total, const char *file, void 
 	double t = now();
 	char a[32], b[32];
 
-	if (t - p->last < 0.2 && done < total)
+	if ((t - p->last < 0.2 && done < total) || p->ended)
 		return;
 	p->last = t;
 	rfs_human_bytes(done, a, sizeof(a));
 	rfs_human_bytes(total, b, sizeof(b));
 	fprintf(stderr, "\r\033[K%5.1f%%  %s / %s  %.0f MB/s  %s", total ? 100.0 * (double)done / (double)total : 100.0,
 		a, b, (double)done / 1e6 / (t - p->t0 > 1e-6 ? t - p->t0 : 1e-6), file);
-	if (done >= total)
+	if (done >= total) {
 		fprintf(stderr, "\n");
+		p->ended = 1;
+	}
 }
 
 static int do_export(struct rfs_plan *plan, const char *out, int force, int quiet,
 		     unsigned threads, double *secs)
 {
-	struct progress pr = { now(), 0 };
+	struct progress pr = { now(), 0, 0 };
 	struct rfs_export_opts eo = {
 		.force = force, .stop = &stop_flag, .threads = threads,
 		.progress = (!quiet && isatty(2)) ? show_progress : NULL, .progress_ctx = &pr,

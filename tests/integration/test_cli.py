@@ -139,3 +139,25 @@ def test_relative_mountpoint_and_export_threads(mounter, small, tmp_path):
         r = H.run(["export", spec, out, "--quiet", "--threads", t])
         assert r.returncode == 0, r
         H.compare_dirs(mp, out)
+
+
+def test_export_failure_leaves_nothing_partial(small, tmp_path):
+    """An export that fails while writing (here: a file size limit, EFBIG)
+    exits non-zero naming the file, and leaves neither a final file nor a
+    temporary one behind."""
+    import resource
+    import signal
+    import subprocess
+    root, base, r1, r2 = small
+    out = os.path.join(str(tmp_path), "x")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    p = subprocess.run([H.residfs_bin(), "export", f"{base.path}+{r1.path}", out, "--quiet"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, preexec_fn=limit,
+                       timeout=120)
+    assert p.returncode != 0, p
+    assert "residfs: error:" in p.stderr and ".safetensors" in p.stderr, p.stderr
+    assert os.listdir(out) == [], f"a failed export left {os.listdir(out)}"
