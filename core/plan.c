@@ -659,9 +659,101 @@ static uint64_t out_bytes(const struct rfs_tinfo *ti)
 	return rfs_dtype_bytes((enum rfs_dtype)ti->dtype, n, &ovf);
 }
 
+/*
+ * How a delta's names map onto the base's.  Exact by default; when no name
+ * matches exactly but all do modulo a first component, the delta was
+ * written from the model with its head (`transformer.h.0...`, as the
+ * `residuals` package writes GPT-2) and the base from the bare model
+ * (`h.0...`, as the hub's gpt2 file is), or the other way round.
+ */
+struct dmatch {
+	int mode; /* 0: exact; 1: delta = prefix + base; 2: base = prefix + delta */
+	char prefix[128];
+};
+
+static const struct rfs_src_tensor *find_delta(const struct rfs_src *d, const struct dmatch *m,
+					       const char *name)
+{
+	char buf[1024];
+	size_t plen;
+
+	switch (m->mode) {
+	case 1:
+		if ((size_t)snprintf(buf, sizeof(buf), "%s%s", m->prefix, name) >= sizeof(buf))
+			return NULL;
+		return rfs_src_find(d, buf);
+	case 2:
+		plen = strlen(m->prefix);
+		return strncmp(name, m->prefix, plen) ? NULL : rfs_src_find(d, name + plen);
+	}
+	return rfs_src_find(d, name);
+}
+
+/* Counts, for each first component "P." of @a's names, how many names
+ * P.rest have rest in @bsrc; keeps the best. */
+static void best_prefix(const struct rfs_src *a, const struct rfs_src *bsrc, char *prefix,
+			size_t len, size_t *count)
+{
+	struct { char p[128]; size_t n; } cand[8];
+	size_t nc = 0, i, j;
+
+	*count = 0;
+	for (i = 0; i < a->ntensors; i++) {
+		const char *nm = a->tensors[i].t->name, *dot = strchr(nm, '.');
+		size_t pl;
+
+		if (!dot || !rfs_src_find(bsrc, dot + 1))
+			continue;
+		pl = (size_t)(dot - nm) + 1;
+		if (pl >= sizeof(cand[0].p))
+			continue;
+		for (j = 0; j < nc; j++)
+			if (strlen(cand[j].p) == pl && !strncmp(cand[j].p, nm, pl))
+				break;
+		if (j == nc) {
+			if (nc == 8)
+				continue;
+			memcpy(cand[nc].p, nm, pl);
+			cand[nc].p[pl] = 0;
+			cand[nc++].n = 0;
+		}
+		cand[j].n++;
+	}
+	for (j = 0; j < nc; j++)
+		if (cand[j].n > *count && strlen(cand[j].p) < len) {
+			*count = cand[j].n;
+			memcpy(prefix, cand[j].p, strlen(cand[j].p) + 1);
+		}
+}
+
+static int choose_match(struct build *b, const struct rfs_src *base, const struct rfs_src *d,
+			struct dmatch *m)
+{
+	size_t i, exact = 0, add = 0, strip = 0;
+	char padd[128] = "", pstrip[128] = "";
+
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < base->ntensors; i++)
+		if (rfs_src_find(d, base->tensors[i].t->name))
+			exact++;
+	if (exact || !d->ntensors)
+		return 0;
+	best_prefix(d, base, padd, sizeof(padd), &add);     /* delta = P + base */
+	best_prefix(base, d, pstrip, sizeof(pstrip), &strip); /* base = P + delta */
+	if (!add && !strip)
+		return rfs_errf(b->err, RFS_E_MISMATCH,
+				"%s: none of its %zu tensors has a name of the base %s (e.g. '%s' vs '%s'): these residuals are not for this model",
+				d->dir, d->ntensors, base->dir, d->tensors[0].t->name,
+				base->ntensors ? base->tensors[0].t->name : "");
+	m->mode = add >= strip ? 1 : 2;
+	snprintf(m->prefix, sizeof(m->prefix), "%s", add >= strip ? padd : pstrip);
+	return note(b, "%s: names matched with the prefix '%s' %s (the base and the delta come from the model with and without its head)",
+		    d->dir, m->prefix, m->mode == 1 ? "added to the base's" : "taken off the base's");
+}
+
 static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
-			   uint64_t *total, int64_t *vocab, size_t *nmissing,
-			   const char **first_missing)
+			   const struct dmatch *dm, uint64_t *total, int64_t *vocab,
+			   size_t *nmissing, const char **first_missing)
 {
 	struct rfs_plan *p = b->p;
 	const struct rfs_src *base = p->src[0];
@@ -692,7 +784,7 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 		ti->ndim = t->ndim;
 		memcpy(ti->shape, t->shape, sizeof(t->shape));
 		for (k = 1; k < p->nsrc; k++) {
-			const struct rfs_src_tensor *d = rfs_src_find(p->src[k], t->name);
+			const struct rfs_src_tensor *d = find_delta(p->src[k], &dm[k], t->name);
 
 			dt[k] = d;
 			if (!d)
@@ -839,6 +931,7 @@ static int plan_apply(struct build *b)
 	struct rfs_plan *p = b->p;
 	const struct rfs_src *base = p->src[0];
 	struct rfs_strmap used[RFS_SPEC_MAX_TERMS];
+	struct dmatch dm[RFS_SPEC_MAX_TERMS];
 	const char *first_missing = NULL;
 	size_t i, k, nmissing = 0;
 	uint64_t total = 0;
@@ -847,8 +940,10 @@ static int plan_apply(struct build *b)
 	int ret = 0;
 
 	memset(used, 0, sizeof(used));
+	for (k = 1; k < p->nsrc && !ret; k++)
+		ret = choose_match(b, base, p->src[k], &dm[k]);
 	for (i = 0; i < base->nfiles && !ret; i++)
-		ret = plan_apply_file(b, i, used, &total, &vocab, &nmissing, &first_missing);
+		ret = plan_apply_file(b, i, used, dm, &total, &vocab, &nmissing, &first_missing);
 	if (!ret && nmissing) {
 		char list[1024] = "";
 

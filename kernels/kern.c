@@ -108,8 +108,13 @@ void rfs_kern_run(const struct rfs_kern_ops *ops, const struct rfs_kern_job *job
 				ops->to_f32(t->dtype, src, dst, have);
 			if (have < len)
 				memset(dst + have, 0, (len - have) * sizeof(float));
-			if (k == 0)
+			if (k == 0) {
+				/* cast-first: the package first casts the model itself
+				 * to the output dtype (model_dtype) */
+				if (job->cast_first)
+					ops->round(job->out_dtype, acc, len);
 				continue; /* terms[0].scale is 1 by contract */
+			}
 			if (job->cast_first) {
 				if (t->scale != 1.0f) {
 					size_t i;

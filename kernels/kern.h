@@ -13,8 +13,9 @@
  *    wins over the term's, whatever the hardware would pick; scales are
  *    finite, so s*x is NaN only when x is and keeps x's payload;
  *  - cast-first rounding (the `residuals` package's bf16/fp16 path):
- *    x = s*t rounded to the term's dtype, then to the output dtype, then
- *    acc = to_out(acc + x), once per term.
+ *    acc = to_out(t0) first (the package casts the model to its dtype),
+ *    then per term x = s*t rounded to the term's dtype (s != 1), then to
+ *    the output dtype, then acc = to_out(acc + x).
  *
  * This module knows nothing of files or safetensors: it sees arrays.
  */

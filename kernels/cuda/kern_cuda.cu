@@ -334,6 +334,10 @@ rfs_cuda_kernel(const __grid_constant__ struct rfs_cuda_kargs a)
 		if (a.first) {
 			rfs_cuda_load(a.t[0], e, acc);
 			k = 1;
+			if (CAST) /* the model is in the output dtype first */
+#pragma unroll
+				for (j = 0; j < RFS_CUDA_VEC; j++)
+					acc[j] = rfs_cuda_round(OUT, acc[j]);
 		} else {
 			struct rfs_cuda_kterm prev;
 

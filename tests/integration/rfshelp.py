@@ -448,8 +448,9 @@ def merge_tensor(base_t, terms, out_dtype, cast_first=False):
     """out = to_out(f32(base) + s1*f32(d1) + ...), left to right in float32.
 
     terms: [(T delta, float scale)]. Base rows beyond its end count as 0 (grown
-    vocabulary). cast_first: x = s*d rounded to d's dtype when s != 1, then to the
-    output dtype, then acc = to_out(acc + x), per delta."""
+    vocabulary). cast_first: the base is first rounded to the output dtype, then per
+    delta x = s*d rounded to d's dtype when s != 1, then to the output dtype, then
+    acc = to_out(acc + x)."""
     rows = base_t.shape[0] if base_t.shape else None
     for d, _ in terms:
         if d.shape and d.shape[0] > rows:
@@ -465,6 +466,8 @@ def merge_tensor(base_t, terms, out_dtype, cast_first=False):
 
 
 def _merge(acc, n, shape, terms, out_dtype, cast_first):
+    if cast_first:
+        acc = round_to(out_dtype, acc)  # the package casts the model to its dtype first
     for d, s in terms:
         x = np.zeros(n, np.float32)
         x[:d.numel] = d.f32()

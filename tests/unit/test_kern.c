@@ -422,6 +422,29 @@ static void test_run_bf16_single(void **state)
 	run_all(&j, want_cf, sizeof(want_cf), "bf16 cast-first");
 }
 
+/* cast-first casts the model to the output dtype before adding (as the
+ * package's apply with model_dtype does): an f32 base on a bf16 tie. */
+static void test_run_cast_first_rounds_base(void **state)
+{
+	/* base 1 + 2^-8 (a bf16 tie), delta 2^-20:
+	 * single: 1 + 2^-8 + 2^-20 is above the tie -> 0x3F81;
+	 * cast-first: bf16(base) = 1.0, 1.0 + 2^-20 -> 1.0 = 0x3F80 */
+	const float base[] = { 1.0f + 0x1p-8f, 1.0f + 0x1p-8f, 3.0f };
+	const float d[] = { 0x1p-20f, 0.0f, 0.0f };
+	struct rfs_kern_term t[2] = {
+		{ RFS_KDT_F32, base, 3, 1.0f },
+		{ RFS_KDT_F32, d, 3, 1.0f },
+	};
+	struct rfs_kern_job j = { RFS_KDT_BF16, NULL, 3, 2, t, 0 };
+	const uint16_t want[] = { 0x3F81, 0x3F80, 0x4040 };
+	const uint16_t want_cf[] = { 0x3F80, 0x3F80, 0x4040 };
+
+	(void)state;
+	run_all(&j, want, sizeof(want), "f32 base -> bf16 single");
+	j.cast_first = 1;
+	run_all(&j, want_cf, sizeof(want_cf), "f32 base -> bf16 cast-first");
+}
+
 static void test_run_scale_half(void **state)
 {
 	const uint16_t base[] = { bf(1.0f), bf(-2.0f), bf(1.0f) };
@@ -1122,6 +1145,7 @@ int main(void)
 		cmocka_unit_test(test_f32_to_f16),
 		cmocka_unit_test(test_f16_to_f32),
 		cmocka_unit_test(test_run_bf16_single),
+		cmocka_unit_test(test_run_cast_first_rounds_base),
 		cmocka_unit_test(test_run_scale_half),
 		cmocka_unit_test(test_run_two_deltas),
 		cmocka_unit_test(test_run_negation),
