@@ -108,9 +108,9 @@ def test_bare_layout_merges_with_package_residuals(zoo, mounter, tmp_path):
     residuals (`transformer.*` names) must give the instruct weights, as the package's
     apply does on that base (it goes through transformers' names).
 
-    FAILS with residfs 0.1.0: names are matched exactly, so no delta matches any base
-    tensor; with --passthrough every tensor passes through unmerged (the mount is the
-    base, silently but for notes), without it the mount is refused."""
+    residfs matches the delta's names modulo the `transformer.` prefix (matching them
+    exactly made every tensor pass through unmerged under --passthrough); the attention
+    mask buffers of this layout have no delta and need --passthrough."""
     from residuals import Residuals
     p = zoo(KEY)
     legacy = _legacy(p, str(tmp_path / "legacy"), "bare")

@@ -107,10 +107,9 @@ def test_cast_first_other_dtype_equals_package_model_dtype(zoo, mounter, key, ou
     package's way to merge in X.  The package rounds the base weights to X when it loads
     them, then adds the delta rounded to X: two roundings of the base side too.
 
-    FAILS with residfs 0.1.0 when the base is wider than X (fp32 -> bf16/fp16, fp16 ->
-    bf16): residfs's cast-first keeps f32(base) unrounded (docs/arithmetic.md: acc starts
-    as f32(base)), so about 28% of the elements differ by one ulp.  bf16 -> fp16 passes
-    (bf16 weights of this size are exact in fp16)."""
+    residfs's cast-first therefore rounds the base to X first (docs/arithmetic.md);
+    without that step about 28% of the elements differed by one ulp when the base was
+    wider than X (fp32 -> bf16/fp16, fp16 -> bf16)."""
     p = zoo(key)
     sd = _package_apply_model_dtype(p, "f32", 1, M.DTYPES[out])
     mp = mounter.mount(_spec(p, "f32", 1), "--dtype", out, "--rounding", "cast-first")
