@@ -1474,6 +1474,7 @@ static char *scratch_buf(struct scratch *s, unsigned i)
  * kills the process as it would have.
  */
 
+
 struct window {
 	char *map;
 	size_t maplen;
@@ -1622,7 +1623,7 @@ static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint6
 		off = o->off + e0 * isz;
 		pa = off & ~(uint64_t)(page - 1);
 		win[k].maplen = (size_t)(off - pa + have[k] * isz);
-		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED,
 				  o->fd, (off_t)pa);
 		if (win[k].map == MAP_FAILED) {
 			win[k].map = NULL;

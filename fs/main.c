@@ -59,7 +59,7 @@ static const char usage_text[] =
 	"  -f, --foreground              do not daemonize\n"
 	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other)\n"
 	"  -d, --debug                   FUSE debug output (implies -f)\n"
-	"  --readahead-kb N              readahead of the mount when root (default 1024)\n"
+	"  --readahead-kb N              readahead of the mount when root (default 4096)\n"
 	"  --cache-size SIZE             block cache budget, e.g. 512M, 2G, 0 (default 256M)\n"
 	"export:\n"
 	"  --force                       write into a non-empty OUTDIR\n"
@@ -190,7 +190,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	int o;
 
 	c->opts.out_dtype = -1;
-	c->mount.readahead_kb = 1024;
+	c->mount.readahead_kb = 4096;
 	c->mount.cache_bytes = RFS_CACHE_DEFAULT_BUDGET;
 	optind = 2;
 	while ((o = getopt_long(argc, argv, "fdo:h", long_opts, NULL)) != -1) {

@@ -22,7 +22,7 @@
 static uint64_t size;
 static char *pattern;
 static char mp[PATH_MAX];
-static unsigned ra_kb = 1024;
+static unsigned ra_kb = 4096;
 
 static int st_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
