@@ -51,6 +51,7 @@ struct rfs_cache {
 	struct job q[QCAP];
 	size_t qhead, qlen;
 	unsigned depth, nworkers;
+	unsigned unread;       /* prefetched blocks nobody has read yet */
 	int stop;
 	pthread_t *workers;
 	char *pool[POOL_MAX];
@@ -157,6 +158,8 @@ static int make_room(struct rfs_cache *c, uint64_t need)
 			ht_remove(c, e);
 			c->used -= e->len;
 			c->st.evictions++;
+			if (e->prefetched)
+				c->unread--;
 			block_free(c, e->data, e->len);
 			free(e);
 		}
@@ -248,8 +251,10 @@ static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size
 		comp = vf->segs[segi].comp;
 		if (find(c, comp, k))
 			continue;
-		/* leave room for what readers are asking for right now */
-		if (c->qlen >= QCAP || c->used + (uint64_t)(c->qlen + 1) * RFS_CACHE_BLOCK > c->budget / 4 * 3)
+		/* blocks computed ahead (queued or not read yet) may take half the
+		 * budget; the LRU makes room for them like for any other block */
+		if (c->qlen >= QCAP ||
+		    (uint64_t)(c->unread + c->qlen + 1) * RFS_CACHE_BLOCK > c->budget / 2)
 			return;
 		e = calloc(1, sizeof(*e));
 		if (!e)
@@ -300,6 +305,7 @@ static void *worker(void *arg)
 		}
 		e->refs = 0;
 		e->prefetched = 1;
+		c->unread++;
 		c->st.prefetched++;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -381,6 +387,7 @@ static struct entry *take_hit(struct rfs_cache *c, struct entry *e)
 	e->refs++;
 	if (e->prefetched) {
 		e->prefetched = 0;
+		c->unread--;
 		c->st.prefetch_hits++;
 	}
 	c->st.hits++;

@@ -11,11 +11,14 @@
 #include "kern_cuda.h"
 #endif
 
+static enum rfs_backend sel = RFS_BACKEND_AUTO;
+
+#ifdef RFS_HAVE_CUDA
 enum { GPU_UNTRIED, GPU_MEASURING, GPU_USE, GPU_NO };
 
-static enum rfs_backend sel = RFS_BACKEND_AUTO;
 static int gpu_state = GPU_UNTRIED; /* auto mode's verdict, atomic */
 static char verdict[160] = "not measured yet";
+#endif
 
 int rfs_backend_parse(const char *s)
 {
