@@ -57,13 +57,23 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 		total += p->files[i].size;
 	}
 	rfs_human_bytes(total, hb, sizeof(hb));
-	fprintf(out, "  %14llu  %-11s total\n\ntensors:\n", (unsigned long long)total, hb);
+	fprintf(out, "  %14llu  %-11s total\n\ntensors (terms: indices of the sources above, 0 first):\n",
+		(unsigned long long)total, hb);
 	for (i = 0; i < p->ntinfo; i++) {
 		const struct rfs_tinfo *t = &p->tinfo[i];
 
 		shape_text(t, shp, sizeof(shp));
-		fprintf(out, "  %-48s %-5s %-16s %-11s terms %u", t->name,
-			rfs_dtype_name((enum rfs_dtype)t->dtype), shp, how_name(t->how), t->nterms);
+		char from[64] = "";
+		unsigned k;
+
+		for (k = 0; k < p->nsrc && k < 16; k++)
+			if (t->srcmask & (1u << k)) {
+				size_t off = strlen(from);
+
+				snprintf(from + off, sizeof(from) - off, "%s%u", off ? "+" : "", k);
+			}
+		fprintf(out, "  %-48s %-5s %-16s %-11s terms %-6s", t->name,
+			rfs_dtype_name((enum rfs_dtype)t->dtype), shp, how_name(t->how), from);
 		if (t->grown_rows)
 			fprintf(out, "  +%llu grown rows", (unsigned long long)t->grown_rows);
 		fprintf(out, "  [%s]\n", t->file);
@@ -129,6 +139,10 @@ int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
 			cJSON_AddItemToArray(s, cJSON_CreateNumber((double)t->shape[d]));
 		cJSON_AddStringToObject(o, "how", how_name(t->how));
 		cJSON_AddNumberToObject(o, "terms", t->nterms);
+		s = cJSON_AddArrayToObject(o, "sources");
+		for (d = 0; s && d < p->nsrc && d < 16; d++)
+			if (t->srcmask & (1u << d))
+				cJSON_AddItemToArray(s, cJSON_CreateNumber(d));
 		cJSON_AddNumberToObject(o, "grown_rows", (double)t->grown_rows);
 	}
 	a = cJSON_AddArrayToObject(root, "ignored");

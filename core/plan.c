@@ -854,14 +854,18 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 				goto out;
 			}
 			comp_add(o[i].comp, bt, 1.0f);
+			ti->srcmask = 1;
 			for (k = 1; k < p->nsrc; k++)
-				if (dt[k])
+				if (dt[k]) {
 					comp_add(o[i].comp, dt[k], (float)p->spec.terms[k].scale);
+					ti->srcmask |= 1u << k;
+				}
 			ti->how = nd ? RFS_HOW_MERGED : RFS_HOW_CONVERTED;
 			ti->nterms = o[i].comp->nops;
 		} else {
 			ti->how = RFS_HOW_PASSTHROUGH;
 			ti->nterms = 1;
+			ti->srcmask = 1;
 		}
 		o[i].bytes = out_bytes(ti);
 		*total += o[i].bytes;
@@ -1181,6 +1185,7 @@ static int plan_compute(struct build *b)
 		memcpy(ti->shape, it->t->shape, sizeof(ti->shape));
 		ti->how = RFS_HOW_COMPUTED;
 		ti->nterms = 2;
+		ti->srcmask = 3;
 		if (it->t->ndim && it->t->shape[0] > bt->t->shape[0])
 			ti->grown_rows = it->t->shape[0] - bt->t->shape[0];
 		numel = it->t->numel;

@@ -79,6 +79,7 @@ struct rfs_tinfo {
 	uint64_t shape[RFS_ST_MAX_DIMS];
 	enum rfs_how how;
 	unsigned nterms;      /* sources feeding it */
+	unsigned srcmask;     /* which: bit k for the SPEC's term k */
 	uint64_t grown_rows;  /* rows beyond the base (vocabulary growth) */
 };
 

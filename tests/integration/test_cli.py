@@ -116,6 +116,8 @@ def test_inspect_json(small):
     info = json.loads(r.stdout)
     assert info["mode"] == "apply"
     assert {t["name"] for t in info["tensors"]} == set(base.tensors)
+    for t in info["tensors"]:
+        assert t["sources"] == [0, 1] and t["how"] == "merged", t
     exp = H.expected_apply(base, [(r1, 1.0)])
     sizes = {f["name"]: f["size"] for f in info["files"]}
     for fn, items in exp.st.items():
