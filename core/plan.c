@@ -1377,13 +1377,6 @@ const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name
 
 /* ---- reading ----------------------------------------------------------- */
 
-static const struct rfs_kern_ops *g_kern;
-
-void rfs_plan_set_kernels(const struct rfs_kern_ops *ops)
-{
-	g_kern = ops;
-}
-
 /* pread that retries EINTR and short reads; a source file that ends early
  * has changed under us, which is an error, never zeros. */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path,
@@ -1534,7 +1527,6 @@ static void bus_install(void)
 static void run_range(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
 		      uint64_t rel, size_t n, void *out)
 {
-	const struct rfs_kern_ops *ops = g_kern;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
 	struct rfs_kern_job job = {
 		.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
@@ -1550,7 +1542,7 @@ static void run_range(const struct rfs_comp *c, const char *const *base, const u
 			(size_t)(h < n ? h : n), c->ops[k].scale,
 		};
 	}
-	rfs_backend_run(ops, &job);
+	rfs_backend_run(NULL, &job);
 }
 
 /* Elements covering bytes [a, a + len): whole ones straight into @dst,
@@ -1648,7 +1640,7 @@ out:
 int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
 		     struct rfs_err *err)
 {
-	const struct rfs_kern_ops *ops = g_kern ? g_kern : rfs_kern_best();
+	const struct rfs_kern_ops *ops = rfs_kern_best();
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];

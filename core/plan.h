@@ -140,7 +140,4 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
 int rfs_comp_compute(const struct rfs_comp *c, void *dst, uint64_t off, uint64_t len,
 		     struct rfs_err *err);
 
-/** Sets the compute backend for reads (NULL: rfs_kern_best()). */
-void rfs_plan_set_kernels(const struct rfs_kern_ops *ops);
-
 #endif
