@@ -1,0 +1,375 @@
+/*
+ * Reading a plan: literal and passthrough segments, and computed tensors
+ * (operand windows mapped per request, with a SIGBUS guard, or read with
+ * pread; the arithmetic through kernels/backend.c).  Everything here is
+ * thread-safe: the plan is immutable and scratch buffers are per thread.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../kernels/backend.h"
+#include "cache.h"
+#include "plan.h"
+
+/* pread that retries EINTR and short reads; a source file that ends early
+ * has changed under us, which is an error, never zeros. */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path,
+		      struct rfs_err *err)
+{
+	char *p = buf;
+	int tries = 0;
+
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+
+		if (r < 0 && (errno == EINTR || (errno == EAGAIN && ++tries < 5)))
+			continue;
+		if (r < 0)
+			return rfs_errsys(err, "%s: read of %zu bytes at %llu failed", path, len,
+					  (unsigned long long)off);
+		if (r == 0) {
+			errno = EIO;
+			return rfs_errf(err, RFS_E_IO,
+					"%s: file ended at %llu: it was truncated or replaced after it was checked",
+					path, (unsigned long long)off);
+		}
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+#define COMP_CHUNK (64u * 1024u) /* elements computed per step */
+
+/* Per-thread operand buffers, kept between reads so the read path does
+ * not allocate (FUSE threads come and go: freed by the key's destructor). */
+struct scratch {
+	char *buf[RFS_SPEC_MAX_TERMS + 1];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+	struct scratch *s = p;
+	unsigned i;
+
+	for (i = 0; i <= RFS_SPEC_MAX_TERMS; i++)
+		free(s->buf[i]);
+	free(s);
+}
+
+static void scratch_init(void)
+{
+	pthread_key_create(&scratch_key, scratch_free);
+}
+
+static struct scratch *get_scratch(void)
+{
+	struct scratch *s;
+
+	pthread_once(&scratch_once, scratch_init);
+	s = pthread_getspecific(scratch_key);
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (s && pthread_setspecific(scratch_key, s)) {
+			free(s);
+			s = NULL;
+		}
+	}
+	return s;
+}
+
+/* Each buffer holds COMP_CHUNK float32 values (the widest dtype). */
+static char *scratch_buf(struct scratch *s, unsigned i)
+{
+	if (!s->buf[i])
+		s->buf[i] = malloc((size_t)COMP_CHUNK * 4);
+	return s->buf[i];
+}
+
+/* ---- the mapped path ----------------------------------------------------
+ * Reading operands with pread copies three bytes per output byte out of the
+ * page cache; mapping the operand ranges of a request and computing from
+ * the mappings removes that copy (it was half of the CPU time).  The
+ * windows are unmapped at the end of each call, so the daemon's resident
+ * size does not grow with the model.
+ *
+ * A source file truncated under us raises SIGBUS when a window's page past
+ * the new end is touched.  The handler, when the address lies in one of
+ * the calling thread's windows, maps a zero page over it and records the
+ * fault; the computation runs to its end (no jump out of code that may
+ * hold a lock, the CUDA layer's included) and its result is then thrown
+ * away and the read fails with EIO, naming the file.  Any other SIGBUS
+ * kills the process as it would have.
+ */
+
+
+struct window {
+	char *map;
+	size_t maplen;
+};
+
+static __thread const struct window *tl_wins;
+static __thread unsigned tl_nwins;
+static __thread volatile sig_atomic_t tl_bus_hit;
+static __thread void *tl_bus_addr;
+static int bus_guard_ok;
+static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
+
+static void handle_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t a = (uintptr_t)si->si_addr, page = 4096;
+	unsigned k;
+
+	(void)uc;
+	for (k = 0; k < tl_nwins && tl_wins; k++) {
+		uintptr_t lo = (uintptr_t)tl_wins[k].map;
+
+		if (tl_wins[k].map && a >= lo && a < lo + tl_wins[k].maplen) {
+			void *p = mmap((void *)(a & ~(page - 1)), page, PROT_READ,
+				       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+			if (p != MAP_FAILED) {
+				tl_bus_hit = 1;
+				tl_bus_addr = si->si_addr;
+				return; /* the access is retried and reads zeros */
+			}
+		}
+	}
+	signal(sig, SIG_DFL); /* not ours: die of it as we would have */
+	raise(sig);
+}
+
+static void bus_install(void)
+{
+	struct sigaction sa;
+
+	if (sysconf(_SC_PAGESIZE) != 4096)
+		return; /* the handler assumes 4 KiB pages; use pread elsewhere */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = handle_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	bus_guard_ok = sigaction(SIGBUS, &sa, NULL) == 0;
+}
+
+/* Computes elements [e, e + n) (relative to the windows' first element e0)
+ * into @out. */
+static void run_range(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
+		      uint64_t rel, size_t n, void *out)
+{
+	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
+	struct rfs_kern_job job = {
+		.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
+		.terms = terms, .cast_first = c->cast_first,
+	};
+	unsigned k;
+
+	for (k = 0; k < c->nops; k++) {
+		uint64_t h = have[k] > rel ? have[k] - rel : 0;
+
+		terms[k] = (struct rfs_kern_term){
+			c->ops[k].dtype, h ? base[k] + rel * rfs_kdt_size(c->ops[k].dtype) : NULL,
+			(size_t)(h < n ? h : n), c->ops[k].scale,
+		};
+	}
+	rfs_backend_run(NULL, &job);
+}
+
+/* Elements covering bytes [a, a + len): whole ones straight into @dst,
+ * the partial ones at either edge through a small buffer. */
+static void run_bytes(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
+		      char *dst, uint64_t a, uint64_t len)
+{
+	size_t osz = rfs_kdt_size(c->out_dtype);
+	uint64_t e0 = a / osz, first = (a + osz - 1) / osz, last = (a + len) / osz;
+	char tmp[8];
+
+	if (first > last) { /* inside one element */
+		run_range(c, base, have, 0, 1, tmp);
+		memcpy(dst, tmp + (a - e0 * osz), (size_t)len);
+		return;
+	}
+	if (a % osz) {
+		run_range(c, base, have, 0, 1, tmp);
+		memcpy(dst, tmp + a % osz, (size_t)(osz - a % osz));
+	}
+	if (last > first)
+		run_range(c, base, have, first - e0, (size_t)(last - first), dst + (first * osz - a));
+	if ((a + len) % osz) {
+		run_range(c, base, have, last - e0, 1, tmp);
+		memcpy(dst + (last * osz - a), tmp, (size_t)((a + len) % osz));
+	}
+}
+
+/* run_bytes with the SIGBUS guard over @win (see above). */
+static int run_guarded(const struct rfs_comp *c, const struct window *win,
+		       const char *const *base, const uint64_t *have,
+		       char *dst, uint64_t a, uint64_t len, struct rfs_err *err)
+{
+	unsigned k;
+
+	tl_bus_hit = 0;
+	tl_wins = win;
+	tl_nwins = c->nops;
+	run_bytes(c, base, have, dst, a, len);
+	tl_wins = NULL;
+	tl_nwins = 0;
+	if (!tl_bus_hit)
+		return 0;
+	for (k = 0; k < c->nops; k++)
+		if (win[k].map && (char *)tl_bus_addr >= win[k].map &&
+		    (char *)tl_bus_addr < win[k].map + win[k].maplen)
+			return rfs_errf(err, RFS_E_IO,
+					"tensor '%s': %s ended early: it was truncated or replaced after it was checked",
+					c->name, c->ops[k].file);
+	return rfs_errf(err, RFS_E_IO, "tensor '%s': a source file ended early", c->name);
+}
+
+/* Returns 0, an rfs code, or 1: could not map, use pread. */
+static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
+			  struct rfs_err *err)
+{
+	size_t osz = rfs_kdt_size(c->out_dtype), page = (size_t)sysconf(_SC_PAGESIZE);
+	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz;
+	struct window win[RFS_SPEC_MAX_TERMS];
+	const char *base[RFS_SPEC_MAX_TERMS];
+	uint64_t have[RFS_SPEC_MAX_TERMS];
+	unsigned k;
+	int ret = 0;
+
+	memset(win, 0, sizeof(win));
+	for (k = 0; k < c->nops; k++) {
+		const struct rfs_operand *o = &c->ops[k];
+		size_t isz = rfs_kdt_size(o->dtype);
+		uint64_t off, pa;
+
+		have[k] = o->numel > e0 ? (o->numel < e1 ? o->numel : e1) - e0 : 0;
+		base[k] = NULL;
+		if (!have[k])
+			continue;
+		off = o->off + e0 * isz;
+		pa = off & ~(uint64_t)(page - 1);
+		win[k].maplen = (size_t)(off - pa + have[k] * isz);
+		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED,
+				  o->fd, (off_t)pa);
+		if (win[k].map == MAP_FAILED) {
+			win[k].map = NULL;
+			ret = 1;
+			goto out;
+		}
+		base[k] = win[k].map + (off - pa);
+	}
+	ret = run_guarded(c, win, base, have, dst, a, len, err);
+out:
+	for (k = 0; k < c->nops; k++)
+		if (win[k].map)
+			munmap(win[k].map, win[k].maplen);
+	return ret;
+}
+
+int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
+		     struct rfs_err *err)
+{
+	const struct rfs_kern_ops *ops = rfs_kern_best();
+	size_t osz = rfs_kdt_size(c->out_dtype);
+	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
+	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
+	struct scratch *sc = get_scratch();
+	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
+	unsigned k;
+
+	pthread_once(&bus_once, bus_install);
+	if (bus_guard_ok) {
+		int r = compute_mapped(c, dst, a, len, err);
+
+		if (r <= 0)
+			return r;
+	}
+	if (!sc || !(out = scratch_buf(sc, RFS_SPEC_MAX_TERMS)))
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	for (k = 0; k < c->nops; k++)
+		if (!(in[k] = scratch_buf(sc, k)))
+			return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	for (pos = e0; pos < e1; pos += COMP_CHUNK) {
+		size_t n = e1 - pos < COMP_CHUNK ? (size_t)(e1 - pos) : COMP_CHUNK;
+		uint64_t from = pos * osz < a ? a - pos * osz : 0;
+		uint64_t to = (pos + n) * osz > a + len ? a + len - pos * osz : n * osz;
+		/* whole elements asked for: compute in place, no copy */
+		int direct = from == 0 && to == n * osz;
+		struct rfs_kern_job job = {
+			.out_dtype = c->out_dtype, .out = direct ? dst + (pos * osz - a) : out, .n = n,
+			.nterms = c->nops, .terms = terms, .cast_first = c->cast_first,
+		};
+		int ret;
+
+		for (k = 0; k < c->nops; k++) {
+			const struct rfs_operand *o = &c->ops[k];
+			size_t isz = rfs_kdt_size(o->dtype);
+			size_t have = o->numel > pos ? (size_t)(o->numel - pos < n ? o->numel - pos : n) : 0;
+
+			if (have) {
+				ret = pread_full(o->fd, in[k], have * isz, o->off + pos * isz, o->file, err);
+				if (ret)
+					return ret;
+			}
+			terms[k] = (struct rfs_kern_term){ o->dtype, in[k], have, o->scale };
+		}
+		rfs_kern_run(ops, &job);
+		if (!direct)
+			memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
+	}
+	return 0;
+}
+
+ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
+		       struct rfs_cache *cache, struct rfs_err *err)
+{
+	size_t lo = 0, hi = vf->nseg, done = 0;
+	char *dst = buf;
+
+	if (off >= vf->size || !len)
+		return 0;
+	if (len > vf->size - off)
+		len = (size_t)(vf->size - off);
+	while (hi - lo > 1) { /* last segment with seg.off <= off */
+		size_t mid = (lo + hi) / 2;
+
+		if (vf->segs[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	for (; done < len && lo < vf->nseg; lo++) {
+		const struct rfs_seg *s = &vf->segs[lo];
+		uint64_t in = off + done - s->off;
+		size_t n = s->len - in < len - done ? (size_t)(s->len - in) : len - done;
+		int ret = 0;
+
+		switch (s->kind) {
+		case RFS_SEG_LIT:
+			memcpy(dst + done, s->lit + in, n);
+			break;
+		case RFS_SEG_FILE:
+			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
+			break;
+		case RFS_SEG_COMP:
+			ret = cache ? rfs_cache_read(cache, vf, lo, dst + done, in, n, err)
+				    : rfs_comp_compute(s->comp, dst + done, in, n, err);
+			break;
+		}
+		if (ret)
+			return ret;
+		done += n;
+	}
+	return (ssize_t)done;
+}
