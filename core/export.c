@@ -229,6 +229,28 @@ fail:
 	return ret;
 }
 
+/* mkdir -p: creates @path and its missing parents (0755). */
+static int mkdir_p(const char *path)
+{
+	char buf[4096];
+	size_t i, n = strlen(path);
+
+	if (n >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, n + 1);
+	for (i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		buf[i] = 0;
+		if (mkdir(buf, 0755) && errno != EEXIST)
+			return -1;
+		buf[i] = path[i];
+	}
+	return 0;
+}
+
 int rfs_export(const struct rfs_plan *plan, const char *outdir,
 	       const struct rfs_export_opts *o, struct rfs_err *err)
 {
@@ -254,7 +276,7 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir,
 			return rfs_errf(err, RFS_E_EXIST,
 					"%s is not empty; use --force to write into it (files of the same name are replaced)",
 					outdir);
-	} else if (errno != ENOENT || mkdir(outdir, 0755)) {
+	} else if (errno != ENOENT || mkdir_p(outdir)) {
 		return rfs_errsys(err, "%s: cannot create", outdir);
 	}
 	for (i = 0; i < plan->nfiles; i++)

@@ -24,7 +24,7 @@ struct rfs_export_opts {
 	unsigned threads;             /* compute threads, 0: one per CPU */
 };
 
-/** Exports @plan into @outdir (created when missing, its parent must exist). */
+/** Exports @plan into @outdir (created, with missing parents, when absent). */
 int rfs_export(const struct rfs_plan *plan, const char *outdir,
 	       const struct rfs_export_opts *opts, struct rfs_err *err);
 
