@@ -177,31 +177,58 @@ static int utf8_valid(const unsigned char *s, size_t n)
 
 /* Strings may not hold raw control characters (JSON forbids them; serde_json
  * refuses them) nor an escaped NUL (it would cut a C string short and make
- * two names equal).  cJSON accepts both, so check the text first. */
-static const char *bad_string(const char *s, size_t n)
+ * two names equal).  Outside strings, the only numbers of a header are
+ * shapes and offsets, which the reference reads as unsigned integers: a
+ * number with a sign, a fraction, an exponent or a leading zero is refused
+ * here, since cJSON would turn 1.0 into 1.  cJSON accepts all of these, so
+ * the text is checked first. */
+static const char *bad_text(const char *s, size_t n, char *key, size_t keylen)
 {
-	size_t i;
-	int in = 0;
+	size_t i, kb = 0, ke = 0, sb = 0;
+	int in = 0, depth = 0;
+	const char *why = NULL;
 
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n && !why; i++) {
 		unsigned char c = (unsigned char)s[i];
 
 		if (!in) {
-			if (c == '"')
+			if (c == '"') {
 				in = 1;
+				sb = i + 1;
+			} else if (c == '{' || c == '[') {
+				depth++;
+			} else if (c == '}' || c == ']') {
+				depth--;
+			} else if (c == '-' || c == '+' || c == '.' ||
+				   ((c == 'e' || c == 'E') && i && s[i - 1] >= '0' && s[i - 1] <= '9')) {
+				why = "a number that is not a non-negative integer";
+			} else if (c == '0' && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9' &&
+				   (!i || s[i - 1] < '0' || s[i - 1] > '9')) {
+				why = "a number with a leading zero";
+			}
 			continue;
 		}
 		if (c < 0x20)
-			return "a raw control character inside a string";
-		if (c == '"') {
+			why = "a raw control character inside a string";
+		else if (c == '"') {
 			in = 0;
+			if (depth == 1) { /* a top-level key: the tensor named in errors */
+				kb = sb;
+				ke = i;
+			}
 		} else if (c == '\\' && i + 1 < n) {
 			if (s[i + 1] == 'u' && n - i >= 6 && !memcmp(s + i + 2, "0000", 4))
-				return "an escaped NUL (\\u0000) inside a string";
+				why = "an escaped NUL (\\u0000) inside a string";
 			i++;
 		}
 	}
-	return NULL;
+	if (why && key) {
+		size_t l = ke - kb < keylen - 1 ? ke - kb : keylen - 1;
+
+		memcpy(key, s + kb, l);
+		key[l] = 0;
+	}
+	return why;
 }
 
 static int cmp_begin(const void *a, const void *b)
@@ -313,14 +340,18 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 	size_t n = 0, i;
 	uint64_t pos = 0;
 	const char *why;
+	char key[256];
 	int ret = 0;
 
 	if (!utf8_valid((const unsigned char *)hdr, hlen))
 		return rfs_errf(err, RFS_E_FORMAT, "header is not valid UTF-8");
 	if (hlen == 0 || hdr[0] != '{')
 		return rfs_errf(err, RFS_E_FORMAT, "header does not start with '{'");
-	if ((why = bad_string(hdr, hlen)))
+	if ((why = bad_text(hdr, hlen, key, sizeof(key)))) {
+		if (key[0])
+			return rfs_errf(err, RFS_E_FORMAT, "tensor '%s': header JSON has %s", key, why);
 		return rfs_errf(err, RFS_E_FORMAT, "header JSON has %s", why);
+	}
 	root = cJSON_ParseWithLengthOpts(hdr, hlen, &end, 0);
 	if (!root || !cJSON_IsObject(root)) {
 		ret = rfs_errf(err, RFS_E_FORMAT, "header is not a JSON object (error near byte %lld)",

@@ -711,6 +711,18 @@ static void test_above_2p53(void **state)
 	    9007199254740992ull, "blk.0.w");
 }
 
+/* The reference reads shapes and offsets as unsigned integers: 1.0, 1e0,
+ * -0 and 01 are refused, though cJSON reads them as whole numbers. */
+static void test_integer_spelling(void **state)
+{
+	(void)state;
+	bad("{'blk.0.w':{'dtype':'U8','shape':[1.0],'data_offsets':[0,1]}}", 1, "blk.0.w");
+	bad("{'blk.0.w':{'dtype':'U8','shape':[1e0],'data_offsets':[0,1]}}", 1, "blk.0.w");
+	bad("{'blk.0.w':{'dtype':'U8','shape':[1],'data_offsets':[-0,1]}}", 1, "blk.0.w");
+	bad("{'blk.0.w':{'dtype':'U8','shape':[01],'data_offsets':[0,1]}}", 1, "blk.0.w");
+	bad("{'blk.0.w':{'dtype':'U8','shape':[1],'data_offsets':[0,1E0]}}", 1, "blk.0.w");
+}
+
 static void test_offsets(void **state)
 {
 	(void)state;
@@ -1134,6 +1146,7 @@ int main(void)
 		cmocka_unit_test(test_dtype),
 		cmocka_unit_test(test_shape),
 		cmocka_unit_test(test_above_2p53),
+		cmocka_unit_test(test_integer_spelling),
 		cmocka_unit_test(test_offsets),
 		cmocka_unit_test(test_byte_length),
 		cmocka_unit_test(test_numel_overflow),
