@@ -62,13 +62,17 @@ struct rfs_cache {
 /* Block buffers come from mmap (so an eviction gives memory back to the
  * system at once) through a small pool of whole blocks (so a busy cache
  * does not fault in and zero fresh pages for every block).  Lock held. */
-static char *block_alloc(struct rfs_cache *c, uint32_t len)
+/* A block from the pool, or NULL (lock held). */
+static char *block_take(struct rfs_cache *c, uint32_t len)
 {
-	void *p;
+	return len == RFS_CACHE_BLOCK && c->npool ? c->pool[--c->npool] : NULL;
+}
 
-	if (len == RFS_CACHE_BLOCK && c->npool)
-		return c->pool[--c->npool];
-	p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/* Fresh block memory (lock not held). */
+static char *block_map(uint32_t len)
+{
+	void *p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -195,8 +199,10 @@ static int compute_block(struct rfs_cache *c, struct entry *e, struct rfs_err *e
 	uint64_t t0;
 	int ret;
 
-	e->data = block_alloc(c, e->len);
+	e->data = block_take(c, e->len);
 	pthread_mutex_unlock(&c->lock);
+	if (!e->data)
+		e->data = block_map(e->len);
 	t0 = now_ns();
 	ret = e->data ? rfs_comp_compute(e->comp, e->data, e->start, e->len, err)
 		      : rfs_errf(err, RFS_E_NOMEM, "out of memory");
