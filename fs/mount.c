@@ -339,10 +339,15 @@ static void *ready_thread(void *p)
 	struct stat st;
 	char ok = 0;
 
-	if (stat(m->mp, &st))
+	if (stat(m->mp, &st)) {
+		/* the mount does not answer: do not leave it behind */
+		fprintf(stderr, "residfs: error: %s does not answer after mounting: %s\n", m->mp,
+			strerror(errno));
 		ok = 1;
-	else if (m->ra_kb)
+		kill(getpid(), SIGTERM); /* the loop's handler ends it and unmounts */
+	} else if (m->ra_kb) {
 		raise_readahead(m->mp, m->ra_kb);
+	}
 	if (m->notify_fd >= 0) {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
