@@ -17,20 +17,6 @@ static const char *how_name(enum rfs_how h)
 	return "?";
 }
 
-static void shape_text(const struct rfs_tinfo *t, char *buf, size_t len)
-{
-	size_t off;
-	unsigned i;
-
-	snprintf(buf, len, "[");
-	for (i = 0; i < t->ndim; i++) {
-		off = strlen(buf);
-		snprintf(buf + off, len - off, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
-	}
-	off = strlen(buf);
-	snprintf(buf + off, len - off, "]");
-}
-
 void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 {
 	char spec[4096], hb[32], shp[160];
@@ -62,7 +48,7 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 	for (i = 0; i < p->ntinfo; i++) {
 		const struct rfs_tinfo *t = &p->tinfo[i];
 
-		shape_text(t, shp, sizeof(shp));
+		rfs_shape_str(t->shape, t->ndim, shp, sizeof(shp));
 		char from[64] = "";
 		unsigned k;
 

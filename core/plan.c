@@ -281,20 +281,6 @@ static struct rfs_tinfo *new_tinfo(struct build *b)
 	return &p->tinfo[p->ntinfo++];
 }
 
-static void shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len)
-{
-	size_t off;
-	unsigned i;
-
-	snprintf(buf, len, "[");
-	for (i = 0; i < ndim; i++) {
-		off = strlen(buf);
-		snprintf(buf + off, len - off, "%s%llu", i ? ", " : "", (unsigned long long)shape[i]);
-	}
-	off = strlen(buf);
-	snprintf(buf + off, len - off, "]");
-}
-
 /* Compares shapes allowing growth of dim 0: 0 equal, 1 @d has more rows, -1 mismatch. */
 static int shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tensor *d)
 {
@@ -441,20 +427,11 @@ static int is_tokenizer_file(const char *name)
 	return 0;
 }
 
-static int file_exists_at(const char *dir, const char *name)
-{
-	char path[4096];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static int has_tokenizer(const char *dir)
 {
-	return file_exists_at(dir, "tokenizer_config.json") ||
-	       file_exists_at(dir, "tokenizer.json") ||
-	       file_exists_at(dir, "tokenizer.model") || file_exists_at(dir, "vocab.json");
+	return rfs_file_exists_at(dir, "tokenizer_config.json") ||
+	       rfs_file_exists_at(dir, "tokenizer.json") ||
+	       rfs_file_exists_at(dir, "tokenizer.model") || rfs_file_exists_at(dir, "vocab.json");
 }
 
 static int add_tokenizer_files(struct build *b, const char *dir)
@@ -463,7 +440,7 @@ static int add_tokenizer_files(struct build *b, const char *dir)
 	int ret;
 
 	for (i = 0; tokenizer_files[i]; i++) {
-		if (!file_exists_at(dir, tokenizer_files[i]) || has_vfile(b, tokenizer_files[i]))
+		if (!rfs_file_exists_at(dir, tokenizer_files[i]) || has_vfile(b, tokenizer_files[i]))
 			continue;
 		ret = add_passthrough_file(b, dir, tokenizer_files[i]);
 		if (ret)
@@ -515,7 +492,7 @@ static int add_other_base_files(struct build *b, const char *dir)
 		if (e->d_name[0] == '.' || has_vfile(b, e->d_name) || is_weight_file(e->d_name) ||
 		    is_tokenizer_file(e->d_name) || !strcmp(e->d_name, "generation_config.json") ||
 		    !strcmp(e->d_name, "README.md") || !strcmp(e->d_name, "config.json") ||
-		    !file_exists_at(dir, e->d_name))
+		    !rfs_file_exists_at(dir, e->d_name))
 			continue;
 		g = grow_array(names, &cap, n + 1, sizeof(*names));
 		if (!g || !(g[n] = strdup(e->d_name))) {
@@ -643,15 +620,23 @@ static int add_model_card(struct build *b)
 
 /* ---- apply mode -------------------------------------------------------- */
 
-static uint64_t out_bytes(const struct rfs_tinfo *ti)
+/* Elements of an output tensor (no overflow: each operand's was checked and
+ * the shape grows only to a delta's row count). */
+static uint64_t out_numel(const struct rfs_tinfo *ti)
 {
 	uint64_t n = 1;
 	unsigned i;
-	int ovf;
 
 	for (i = 0; i < ti->ndim; i++)
 		n *= ti->shape[i];
-	return rfs_dtype_bytes((enum rfs_dtype)ti->dtype, n, &ovf);
+	return n;
+}
+
+static uint64_t out_bytes(const struct rfs_tinfo *ti)
+{
+	int ovf;
+
+	return rfs_dtype_bytes((enum rfs_dtype)ti->dtype, out_numel(ti), &ovf);
 }
 
 /*
@@ -809,8 +794,8 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 			case 0:
 				break;
 			default:
-				shape_str(t->shape, t->ndim, s1, sizeof(s1));
-				shape_str(d->t->shape, d->t->ndim, s2, sizeof(s2));
+				rfs_shape_str(t->shape, t->ndim, s1, sizeof(s1));
+				rfs_shape_str(d->t->shape, d->t->ndim, s2, sizeof(s2));
 				ret = rfs_errf(b->err, RFS_E_MISMATCH,
 					       "tensor '%s': base %s has shape %s but delta %s has shape %s",
 					       t->name, f->path, s1, d->file->path, s2);
@@ -827,8 +812,6 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 			(*nmissing)++;
 		}
 		if (kdt >= 0 && (nd || ti->dtype != (int)t->dtype)) {
-			uint64_t numel;
-
 			if (rows != (t->ndim ? t->shape[0] : 0)) {
 				ti->grown_rows = rows - t->shape[0];
 				ti->shape[0] = rows;
@@ -836,14 +819,8 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 				    (int64_t)rows > *vocab)
 					*vocab = (int64_t)rows;
 			}
-			numel = t->numel / (t->ndim && t->shape[0] ? t->shape[0] : 1) *
-				(t->ndim ? rows : 1);
-			if (t->ndim && !t->shape[0]) {
-				numel = rows;
-				for (k = 1; k < t->ndim; k++)
-					numel *= t->shape[k];
-			}
-			o[i].comp = new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype), numel);
+			o[i].comp = new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype),
+					     out_numel(ti));
 			if (!o[i].comp) {
 				ret = nomem(b);
 				goto out;
@@ -1005,9 +982,9 @@ static int plan_apply(struct build *b)
 			break;
 		}
 	for (k = 1; k < p->nsrc && !gen_dir; k++)
-		if (file_exists_at(p->src[k]->dir, "generation_config.json"))
+		if (rfs_file_exists_at(p->src[k]->dir, "generation_config.json"))
 			gen_dir = p->src[k]->dir;
-	if (!gen_dir && file_exists_at(base->dir, "generation_config.json"))
+	if (!gen_dir && rfs_file_exists_at(base->dir, "generation_config.json"))
 		gen_dir = base->dir;
 	ret = add_tokenizer_files(b, tok_dir);
 	if (!ret && gen_dir)
@@ -1051,14 +1028,10 @@ static int residuals_config(struct build *b, struct cout *c, size_t n)
 	char nh[65], sh[65], when[48], shp[256];
 	size_t i, cnt[3] = { 0 }, len;
 	int best = 0;
-	char **sorted = calloc(n ? n : 1, sizeof(*sorted));
 	const struct cout **byname = calloc(n ? n : 1, sizeof(*byname));
 
-	if (!sorted || !byname) {
-		free(sorted);
-		free(byname);
+	if (!byname)
 		return nomem(b);
-	}
 	for (i = 0; i < n; i++)
 		byname[i] = &c[i];
 	/* c is sorted by (alignment, name); names must be sorted by name alone */
@@ -1080,11 +1053,10 @@ static int residuals_config(struct build *b, struct cout *c, size_t n)
 			rfs_buf_add(&shapes, "|", 1);
 		}
 		rfs_buf_adds(&names, byname[i]->name);
-		shape_str(ti->shape, ti->ndim, shp, sizeof(shp));
+		rfs_shape_str(ti->shape, ti->ndim, shp, sizeof(shp));
 		rfs_buf_addf(&shapes, "%s:%s", byname[i]->name, shp);
 		cnt[rfs_dtype_kdt((enum rfs_dtype)ti->dtype)]++;
 	}
-	free(sorted);
 	free(byname);
 	for (i = 1; i < 3; i++)
 		if (cnt[i] > cnt[best])
@@ -1158,8 +1130,8 @@ static int plan_compute(struct build *b)
 			continue;
 		}
 		if (shape_fit(bt->t, it->t) < 0) {
-			shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
-			shape_str(it->t->shape, it->t->ndim, s2, sizeof(s2));
+			rfs_shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
+			rfs_shape_str(it->t->shape, it->t->ndim, s2, sizeof(s2));
 			ret = rfs_errf(b->err, RFS_E_MISMATCH,
 				       "tensor '%s': instruct %s has shape %s but base %s has shape %s%s",
 				       bt->t->name, it->file->path, s2, bt->file->path, s1,
@@ -1239,7 +1211,7 @@ static int plan_compute(struct build *b)
 		ret = residuals_config(b, c, n);
 	if (!ret)
 		ret = add_tokenizer_files(b, ins->dir);
-	if (!ret && file_exists_at(ins->dir, "generation_config.json"))
+	if (!ret && rfs_file_exists_at(ins->dir, "generation_config.json"))
 		ret = add_passthrough_file(b, ins->dir, "generation_config.json");
 	if (!ret)
 		ret = add_model_card(b);

@@ -16,34 +16,20 @@
 #include "../kernels/backend.h"
 #include "cache.h"
 #include "plan.h"
+#include "util.h"
 
-/* pread that retries EINTR and short reads; a source file that ends early
- * has changed under us, which is an error, never zeros. */
+/* rfs_pread_all with the message a reader needs. */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path,
 		      struct rfs_err *err)
 {
-	char *p = buf;
-	int tries = 0;
-
-	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && (errno == EINTR || (errno == EAGAIN && ++tries < 5)))
-			continue;
-		if (r < 0)
-			return rfs_errsys(err, "%s: read of %zu bytes at %llu failed", path, len,
-					  (unsigned long long)off);
-		if (r == 0) {
-			errno = EIO;
-			return rfs_errf(err, RFS_E_IO,
-					"%s: file ended at %llu: it was truncated or replaced after it was checked",
-					path, (unsigned long long)off);
-		}
-		p += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
+	if (!rfs_pread_all(fd, buf, len, off))
+		return 0;
+	if (errno == EIO)
+		return rfs_errf(err, RFS_E_IO,
+				"%s: the file ends before %llu: it was truncated or replaced after it was checked",
+				path, (unsigned long long)(off + len));
+	return rfs_errsys(err, "%s: read of %zu bytes at %llu failed", path, len,
+			  (unsigned long long)off);
 }
 
 #define COMP_CHUNK (64u * 1024u) /* elements computed per step */
@@ -280,11 +266,10 @@ out:
 int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
 		     struct rfs_err *err)
 {
-	const struct rfs_kern_ops *ops = rfs_kern_best();
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
-	struct scratch *sc = get_scratch();
+	struct scratch *sc;
 	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
 	unsigned k;
 
@@ -295,6 +280,8 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 		if (r <= 0)
 			return r;
 	}
+	/* could not map: read the operands into per-thread buffers */
+	sc = get_scratch();
 	if (!sc || !(out = scratch_buf(sc, RFS_SPEC_MAX_TERMS)))
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
 	for (k = 0; k < c->nops; k++)
@@ -324,7 +311,7 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 			}
 			terms[k] = (struct rfs_kern_term){ o->dtype, in[k], have, o->scale };
 		}
-		rfs_kern_run(ops, &job);
+		rfs_backend_run(NULL, &job);
 		if (!direct)
 			memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
 	}

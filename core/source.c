@@ -15,15 +15,6 @@ const char *rfs_src_kind_name(enum rfs_src_kind k)
 	return k == RFS_SRC_RESIDUALS ? "residuals" : "model";
 }
 
-static int exists_at(const char *dir, const char *name)
-{
-	char path[4096];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* The newest mtime of every input counts, patched files included. */
 static void note_mtime(struct rfs_src *s, const char *name)
 {
@@ -45,7 +36,7 @@ static int read_config(struct rfs_src *s, struct rfs_err *err)
 	const cJSON *v;
 	int ret;
 
-	if (!exists_at(s->dir, "config.json"))
+	if (!rfs_file_exists_at(s->dir, "config.json"))
 		return rfs_errf(err, RFS_E_FORMAT,
 				"%s: no config.json, so it is neither a model nor a residuals directory",
 				s->dir);
@@ -246,7 +237,7 @@ int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 	ret = read_config(s, err);
 	if (ret)
 		goto fail;
-	if (exists_at(dir, "model.safetensors")) {
+	if (rfs_file_exists_at(dir, "model.safetensors")) {
 		s->files = calloc(1, sizeof(*s->files));
 		s->file_names = calloc(1, sizeof(*s->file_names));
 		if (!s->files || !s->file_names) {
@@ -254,7 +245,7 @@ int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 			goto fail;
 		}
 		ret = add_file(s, "model.safetensors", err);
-	} else if (exists_at(dir, "model.safetensors.index.json")) {
+	} else if (rfs_file_exists_at(dir, "model.safetensors.index.json")) {
 		ret = open_sharded(s, err);
 	} else {
 		ret = rfs_errf(err, RFS_E_FORMAT,

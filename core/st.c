@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "strmap.h"
+#include "util.h"
 #include "../kernels/kern.h"
 
 static const struct {
@@ -240,7 +241,7 @@ static int cmp_begin(const void *a, const void *b)
 	return x->end < y->end ? -1 : x->end > y->end;
 }
 
-static int parse_tensor(const char *name, const cJSON *e, struct rfs_st_tensor *t,
+static int parse_tensor(const cJSON *e, struct rfs_st_tensor *t,
 			struct rfs_err *err)
 {
 	const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
@@ -297,7 +298,6 @@ static int parse_tensor(const char *name, const cJSON *e, struct rfs_st_tensor *
 				t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
 				(unsigned long long)(t->end - t->begin), rfs_dtype_name(t->dtype),
 				(unsigned long long)bytes);
-	(void)name;
 	return 0;
 }
 
@@ -401,7 +401,7 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 			goto out;
 		}
 		f->ntensors++;
-		ret = parse_tensor(e->string, e, t, err);
+		ret = parse_tensor(e, t, err);
 		if (ret)
 			goto out;
 	}
@@ -471,28 +471,6 @@ int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 	return ret;
 }
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
 int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 {
 	struct rfs_st_file *f = NULL;
@@ -518,7 +496,7 @@ int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 			       path, (long long)st.st_size);
 		goto fail;
 	}
-	if (read_full(fd, lenb, 8, 0)) {
+	if (rfs_pread_all(fd, lenb, 8, 0)) {
 		ret = rfs_errsys(err, "%s: cannot read header length", path);
 		goto fail;
 	}
@@ -536,7 +514,7 @@ int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		goto fail;
 	}
-	if (read_full(fd, hdr, hlen, 8)) {
+	if (rfs_pread_all(fd, hdr, hlen, 8)) {
 		ret = rfs_errsys(err, "%s: cannot read header", path);
 		goto fail;
 	}

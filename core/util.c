@@ -71,6 +71,52 @@ int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
 	return rfs_read_file(path, max, out, len, err);
 }
 
+int rfs_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int rfs_file_exists_at(const char *dir, const char *name)
+{
+	char path[4096];
+	struct stat st;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return 0;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len)
+{
+	size_t off;
+	unsigned i;
+
+	snprintf(buf, len, "[");
+	for (i = 0; i < ndim; i++) {
+		off = strlen(buf);
+		snprintf(buf + off, len - off, "%s%llu", i ? ", " : "", (unsigned long long)shape[i]);
+	}
+	off = strlen(buf);
+	snprintf(buf + off, len - off, "]");
+}
+
 /* ---- a minimal JSON scanner ------------------------------------------ */
 
 struct scan {

@@ -26,6 +26,19 @@ int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
 int rfs_json_span(const char *text, size_t len, const char *const *keys, size_t nkeys,
 		  size_t *beg, size_t *end);
 
+/**
+ * pread of exactly @len bytes at @off, retrying EINTR and short reads.
+ * Returns 0, or -1 with errno set (EIO when the file ends first: a source
+ * that ends early has changed under us, which is an error, never zeros).
+ */
+int rfs_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+/** 1 when DIR/NAME is a regular file (links followed). */
+int rfs_file_exists_at(const char *dir, const char *name);
+
+/** Formats a shape as Python's list repr: "[128256, 4096]", "[]". */
+void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len);
+
 /** SHA-256 of @len bytes into 32 bytes; hex variant writes 65 bytes. */
 void rfs_sha256(const void *data, size_t len, uint8_t out[32]);
 void rfs_sha256_hex(const void *data, size_t len, char out[65]);

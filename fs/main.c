@@ -569,8 +569,8 @@ static int same_tensors(const char *mnt_file, const struct rfs_src *inst, size_t
 			goto out;
 		}
 		want = malloc(t->end - t->begin + 1);
-		if (!want || pread(it->file->fd, want, t->end - t->begin,
-				   (off_t)(it->file->data_off + it->t->begin)) != (ssize_t)(t->end - t->begin)) {
+		if (!want || rfs_pread_all(it->file->fd, want, t->end - t->begin,
+					   it->file->data_off + it->t->begin)) {
 			free(want);
 			snprintf(why, whylen, "cannot read the instruct tensor '%s'", t->name);
 			goto out;
