@@ -1278,6 +1278,10 @@ int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 	}
 	p->spec = *spec;
 	ret = p->compute ? plan_compute(&b) : plan_apply(&b);
+	/* the build's name map pointed into an array that grew: index the final one */
+	for (i = 0; i < p->nfiles && !ret; i++)
+		if (rfs_strmap_put(&p->byname, p->files[i].name, &p->files[i]) < 0)
+			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	if (ret) {
 		memset(&p->spec, 0, sizeof(p->spec));
 		goto fail;
@@ -1323,6 +1327,7 @@ void rfs_plan_free(struct rfs_plan *p)
 		free(p->ignored[i]);
 	free(p->ignored);
 	free(p->tinfo);
+	rfs_strmap_release(&p->byname);
 	for (i = 0; i < p->nfds; i++)
 		close(p->fds[i]);
 	free(p->fds);
@@ -1334,10 +1339,5 @@ void rfs_plan_free(struct rfs_plan *p)
 
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name)
 {
-	size_t i;
-
-	for (i = 0; i < p->nfiles; i++)
-		if (!strcmp(p->files[i].name, name))
-			return &p->files[i];
-	return NULL;
+	return rfs_strmap_get(&p->byname, name);
 }

@@ -105,6 +105,7 @@ struct rfs_plan {
 	char **lits;
 	size_t nfds;
 	int *fds;             /* passthrough files kept open */
+	struct rfs_strmap byname; /* file name -> struct rfs_vfile * */
 };
 
 /**
@@ -119,7 +120,7 @@ int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 /** Frees everything; accepts NULL. */
 void rfs_plan_free(struct rfs_plan *p);
 
-/** Virtual file by name, or NULL. */
+/** Virtual file by name, or NULL (a hash look-up: cheap on every FUSE request). */
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name);
 
 struct rfs_cache;

@@ -103,6 +103,8 @@ static int valid_shard_name(const char *n)
 	       strlen(n) < 256;
 }
 
+static int build_map(struct rfs_src *s, struct rfs_err *err);
+
 /* Opens the shards named by the index; checks the map against them. */
 static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 {
@@ -160,12 +162,14 @@ static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 		if (ret)
 			goto out;
 	}
+	ret = build_map(s, err);
+	if (ret)
+		goto out;
 	/* every mapped tensor must be in the file the map names */
 	cJSON_ArrayForEach(e, wm) {
-		for (i = 0; i < s->nfiles; i++)
-			if (!strcmp(s->file_names[i], e->valuestring))
-				break;
-		if (!rfs_st_find(s->files[i], e->string)) {
+		const struct rfs_src_tensor *t = rfs_src_find(s, e->string);
+
+		if (!t || strcmp(s->file_names[t->file_idx], e->valuestring)) {
 			ret = rfs_errf(err, RFS_E_FORMAT,
 				       "%s/model.safetensors.index.json: tensor '%s' is mapped to %s, which does not contain it",
 				       s->dir, e->string, e->valuestring);
@@ -245,15 +249,14 @@ int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 			goto fail;
 		}
 		ret = add_file(s, "model.safetensors", err);
+		if (!ret)
+			ret = build_map(s, err);
 	} else if (rfs_file_exists_at(dir, "model.safetensors.index.json")) {
 		ret = open_sharded(s, err);
 	} else {
 		ret = rfs_errf(err, RFS_E_FORMAT,
 			       "%s: no model.safetensors or model.safetensors.index.json", dir);
 	}
-	if (ret)
-		goto fail;
-	ret = build_map(s, err);
 	if (ret)
 		goto fail;
 	*out = s;

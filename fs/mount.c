@@ -29,7 +29,6 @@
 
 #include "core/cache.h"
 #include "kernels/backend.h"
-#include "core/strmap.h"
 
 /* Not listed, but readable: the cache and request counters as JSON. */
 #define STATS_NAME ".residfs-stats"
@@ -37,7 +36,6 @@
 
 struct mnt {
 	struct rfs_plan *plan;
-	struct rfs_strmap byname; /* "name" -> struct rfs_vfile * */
 	struct rfs_cache *cache;
 	char mp[PATH_MAX];
 	unsigned ra_kb;
@@ -57,7 +55,7 @@ static const struct rfs_vfile *lookup(struct mnt *m, const char *path)
 {
 	if (path[0] != '/' || strchr(path + 1, '/'))
 		return NULL;
-	return rfs_strmap_get(&m->byname, path + 1);
+	return rfs_plan_find(m->plan, path + 1);
 }
 
 static void fill_stat(struct mnt *m, const struct rfs_vfile *vf, struct stat *st)
@@ -396,7 +394,6 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	char mp[PATH_MAX];
 	struct fuse *f = NULL;
 	struct stat st;
-	size_t i;
 	int ret = 1;
 
 	if (!realpath(mountpoint, mp) || stat(mp, &st) || !S_ISDIR(st.st_mode)) {
@@ -404,11 +401,6 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 			errno ? strerror(errno) : "not a directory");
 		return 1;
 	}
-	for (i = 0; i < plan->nfiles; i++)
-		if (rfs_strmap_put(&m.byname, plan->files[i].name, &plan->files[i]) < 0) {
-			fprintf(stderr, "residfs: error: out of memory\n");
-			goto out;
-		}
 	if (o->max_threads)
 		lc.max_idle_threads = o->max_threads;
 	snprintf(m.mp, sizeof(m.mp), "%s", mp);
@@ -499,6 +491,5 @@ out:
 	}
 	rfs_cache_free(m.cache);
 	fuse_opt_free_args(&args);
-	rfs_strmap_release(&m.byname);
 	return ret;
 }
