@@ -404,24 +404,22 @@ static struct entry *take_hit(struct rfs_cache *c, struct entry *e)
 
 /* Takes block k if it is READY (prefetched, say) or being computed;
  * otherwise leaves *out NULL.  Never computes. */
-static int take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
-		      struct entry **out)
+static struct entry *take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
 {
-	struct entry *e;
+	struct entry *e, *out = NULL;
 
-	*out = NULL;
 	pthread_mutex_lock(&c->lock);
 	e = find_settled(c, s->comp, k);
 	if (e && e->state == E_READY) {
-		*out = take_hit(c, e);
+		out = take_hit(c, e);
 	} else if (e && e->state == E_QUEUED) {
 		ht_remove(c, e); /* the reader computes it now; the queue skips it */
 		free(e);
 	}
-	if (!*out)
+	if (!out)
 		c->st.misses++;
 	pthread_mutex_unlock(&c->lock);
-	return 0;
+	return out;
 }
 
 /* Finds block k READY and referenced (*out), or computes it.  *out NULL
@@ -489,12 +487,9 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 		int whole = from == b0 && to == b0 + block_len(s, k);
 		int ret = 0;
 
-		if (c->budget && !whole)
-			ret = acquire(c, s, k, &e, err);
-		else if (whole)
-			ret = take_ready(c, s, k, &e);
-
-		if (ret)
+		if (whole)
+			e = take_ready(c, s, k);
+		else if (c->budget && (ret = acquire(c, s, k, &e, err)))
 			return ret;
 		/* Prefetch follows small reads (page faults of a mapping, a
 		 * reader with a small buffer): whole-block reads already come
