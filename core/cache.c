@@ -403,7 +403,7 @@ static struct entry *take_hit(struct rfs_cache *c, struct entry *e)
 }
 
 /* Takes block k if it is READY (prefetched, say) or being computed;
- * otherwise leaves *out NULL.  Never computes. */
+ * otherwise NULL (a queued one is taken off the queue).  Never computes. */
 static struct entry *take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
 {
 	struct entry *e, *out = NULL;
