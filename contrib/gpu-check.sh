@@ -3,14 +3,19 @@
 #
 # Builds residfs with -Dcuda=enabled into a fresh build directory, runs the
 # CUDA test (bit-exact against the scalar reference) and the benchmark, and
-# prints `nvidia-smi -L` and the benchmark table.  Needs nvcc (CUDA toolkit)
+# prints `nvidia-smi -L` and the benchmark table, then exports (and mounts,
+# where /dev/fuse exists) a 1 GiB model with each backend and compares the
+# bytes.  Needs nvcc (CUDA toolkit)
 # and an NVIDIA driver; installs missing build packages with apt-get when it
 # can (Debian 12), else tries PyPI for meson/ninja, else compiles the
 # kernels and the two programs directly with nvcc and gcc.  Nothing outside
 # this repository is needed.  Takes a minute or two (well under 8).
 #
 # usage: contrib/gpu-check.sh [build-dir]   (default: a new dir under /tmp)
-# env:   BENCH_MIB=1024 (MiB of output per benchmark case), BENCH_REPS=3
+# env:   BENCH_MIB=1024 (MiB of output per benchmark case), BENCH_REPS=3,
+#        RESIDFS_BIN (residfs program for the end-to-end part when the meson
+#        build cannot be made here), E2E_DIR (its work dir, ~3.3 GB),
+#        OFFLINE=1 (no apt-get or pip: a machine without a network)
 #
 # Exit status: 0 when the test passed, 1 when it failed or could not run.
 
@@ -47,7 +52,9 @@ pkgs_ok() {
 	have meson && have ninja && have pkg-config &&
 		pkg-config --exists fuse3 libcjson libxxhash cmocka
 }
-if ! pkgs_ok; then
+if [ -n "${OFFLINE:-}" ]; then
+	echo "OFFLINE set: no apt-get, no pip"
+elif ! pkgs_ok; then
 	sudo=()
 	[ "$(id -u)" = 0 ] || { have sudo && sudo -n true 2>/dev/null && sudo=(sudo -n); }
 	if have apt-get && { [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; }; then
@@ -60,7 +67,7 @@ if ! pkgs_ok; then
 			echo "apt-get install failed"
 	fi
 fi
-if ! have meson || ! have ninja; then
+if [ -z "${OFFLINE:-}" ] && { ! have meson || ! have ninja; }; then
 	echo "meson/ninja missing: trying PyPI in a venv"
 	venv=/tmp/residfs-gpu-venv
 	if { [ -x "$venv/bin/pip" ] || timeout 60 python3 -m venv "$venv"; } &&
@@ -169,6 +176,70 @@ esac
 say "benchmark ($bench_mib MiB of output per case)"
 timeout 400 "$bench_bin" "$bench_mib" "$bench_reps"
 echo "benchmark exit status $? (77: no device)"
+
+# ---- end to end: the residfs program ----
+# Export (and, with /dev/fuse, mount and read) a 1 GiB bf16 model plus a
+# float32 delta with each backend; every result must equal the CPU export
+# byte for byte.  Uses $build/fs/residfs, or RESIDFS_BIN when the meson
+# build could not be made here (a residfs built elsewhere with CUDA).
+e2e() {
+	local bin=$1 work=$2 be f t0 mnt spec ok=1
+	mkdir -p "$work" || return 1
+	python3 -c 'import sys; sys.path.insert(0, "contrib/bench"); import bench; bench.workload_1g(sys.argv[1])' \
+		"$work" || { echo "could not build the workload"; return 1; }
+	spec=$work/base-1g+$work/delta-1g
+	cat "$work"/base-1g/*.safetensors "$work"/delta-1g/*.safetensors >/dev/null
+	for be in cpu cuda auto cpu; do
+		rm -rf "$work/out-$be"
+		echo "-- export --backend $be"
+		timeout 300 "$bin" export --backend "$be" "$spec" "$work/out-$be" || ok=0
+		[ "$be" = cpu ] && continue
+		if diff -rq "$work/out-cpu" "$work/out-$be"; then
+			echo "export --backend $be: same bytes as --backend cpu"
+		else
+			echo "export --backend $be: DIFFERENT from --backend cpu"; ok=0
+		fi
+	done
+	if [ ! -e /dev/fuse ]; then
+		echo "no /dev/fuse: mount not tried"
+		[ $ok = 1 ]
+		return
+	fi
+	mnt=$work/mnt
+	mkdir -p "$mnt"
+	# be[:min]: RESIDFS_GPU_MIN_ELEMENTS=min lets 1 MiB FUSE reads (512 Ki
+	# bf16 elements) reach the GPU; the default threshold keeps them on the CPU
+	for be in cpu cuda cuda:65536 auto:65536; do
+		echo "-- mount --backend ${be%%:*}$([ "$be" = "${be#*:}" ] || echo ", RESIDFS_GPU_MIN_ELEMENTS=${be#*:}")"
+		if ! RESIDFS_GPU_MIN_ELEMENTS=$([ "$be" = "${be#*:}" ] || echo "${be#*:}") \
+		     timeout 60 "$bin" mount --backend "${be%%:*}" "$spec" "$mnt"; then
+			echo "mount failed"; ok=0; continue
+		fi
+		t0=$EPOCHREALTIME
+		for f in "$work/out-cpu"/*.safetensors; do
+			cmp "$f" "$mnt/$(basename "$f")" || ok=0
+		done
+		awk -v a="$t0" -v b="$EPOCHREALTIME" -v n="$(du -cb "$mnt"/*.safetensors | tail -1 | cut -f1)" \
+			'BEGIN { printf "read and compared %d bytes in %.3f s (%.2f GB/s)\n", n, b - a, n / (b - a) / 1e9 }'
+		cat "$mnt/.residfs-stats"
+		fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt"
+		sleep 0.5
+	done
+	[ $ok = 1 ]
+}
+
+bin=${RESIDFS_BIN:-}
+[ -z "$bin" ] && [ -x "$build/fs/residfs" ] && bin=$build/fs/residfs
+if [ -n "$bin" ]; then
+	say "end to end: export and mount of a 1 GiB model with each backend"
+	if e2e "$bin" "${E2E_DIR:-$build.e2e}"; then
+		echo "end to end: PASS"
+	else
+		echo "end to end: FAIL"; status=1
+	fi
+else
+	say "end to end: skipped (no residfs program: set RESIDFS_BIN)"
+fi
 
 say "done: test $([ $status = 0 ] && echo PASS || echo 'FAIL/SKIP'), build dir $build"
 exit $status

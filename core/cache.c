@@ -519,6 +519,33 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 	return 0;
 }
 
+int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
+			 char *dst, uint64_t off, uint64_t len)
+{
+	const struct rfs_seg *s = &vf->segs[segi];
+	uint64_t k = (s->off + off) / RFS_CACHE_BLOCK;
+	struct entry *e;
+
+	if (!len || off != block_start(s, k) || len != block_len(s, k))
+		return -1;
+	e = take_ready(c, s, k);
+	if (!e)
+		return 0;
+	memcpy(dst, e->data, (size_t)len);
+	pthread_mutex_lock(&c->lock);
+	e->refs--;
+	pthread_mutex_unlock(&c->lock);
+	return 1;
+}
+
+void rfs_cache_count_computed(struct rfs_cache *c, uint64_t bytes, uint64_t ns)
+{
+	pthread_mutex_lock(&c->lock);
+	c->st.compute_ns += ns;
+	c->st.computed_bytes += bytes;
+	pthread_mutex_unlock(&c->lock);
+}
+
 void rfs_cache_count_request(struct rfs_cache *c, uint64_t bytes)
 {
 	pthread_mutex_lock(&c->lock);

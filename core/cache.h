@@ -55,6 +55,20 @@ void rfs_cache_free(struct rfs_cache *c);
 int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
 		   char *dst, uint64_t off, uint64_t len, struct rfs_err *err);
 
+/**
+ * For a reader that batches its computations: when bytes [@off, @off +
+ * @len) of segment @segi are exactly one whole block, copies it into @dst
+ * if the cache holds it ready (returns 1) or returns 0: the caller
+ * computes it itself, straight into its buffer, and reports that with
+ * rfs_cache_count_computed().  Returns -1 for any other range (use
+ * rfs_cache_read()).
+ */
+int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
+			 char *dst, uint64_t off, uint64_t len);
+
+/** Counts @bytes computed outside the cache in @ns nanoseconds. */
+void rfs_cache_count_computed(struct rfs_cache *c, uint64_t bytes, uint64_t ns);
+
 /** Counts one request of @bytes for the statistics. */
 void rfs_cache_count_request(struct rfs_cache *c, uint64_t bytes);
 

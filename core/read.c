@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../kernels/backend.h"
@@ -33,6 +34,14 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *p
 }
 
 #define COMP_CHUNK (64u * 1024u) /* elements computed per step */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Per-thread operand buffers, kept between reads so the read path does
  * not allocate (FUSE threads come and go: freed by the key's destructor). */
@@ -148,16 +157,66 @@ static void bus_install(void)
 	bus_guard_ok = sigaction(SIGBUS, &sa, NULL) == 0;
 }
 
-/* Computes elements [e, e + n) (relative to the windows' first element e0)
- * into @out. */
-static void run_range(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
-		      uint64_t rel, size_t n, void *out)
+/* ---- batches --------------------------------------------------------------
+ * The computed pieces of one request (a FUSE read, an export block, a cache
+ * block) go to the backend as one batch of jobs, so that the GPU gets one
+ * submission per request however many tensors it covers.  A batch holds
+ * the operand windows of its tensors until it is run; it belongs to one
+ * thread.
+ */
+
+#define BATCH_COMPS 64
+
+struct edge { /* an element cut by the request's edge: computed aside */
+	char *dst;
+	unsigned skip, len;
+	char tmp[8];
+};
+
+struct batch {
+	unsigned ncomp, njobs, nwin, nedge;
+	const struct rfs_comp *comp[BATCH_COMPS];
+	unsigned win0[BATCH_COMPS];                 /* first window of each tensor */
+	struct window win[BATCH_COMPS * RFS_SPEC_MAX_TERMS];
+	struct rfs_kern_job jobs[BATCH_COMPS * 3];  /* left edge, middle, right edge */
+	struct rfs_kern_term terms[BATCH_COMPS * 3][RFS_SPEC_MAX_TERMS];
+	struct edge edge[BATCH_COMPS * 2];
+};
+
+static pthread_key_t batch_key;
+static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_key_init(void)
 {
-	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
-	struct rfs_kern_job job = {
-		.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
-		.terms = terms, .cast_first = c->cast_first,
-	};
+	pthread_key_create(&batch_key, free);
+}
+
+static struct batch *get_batch(void)
+{
+	struct batch *b;
+
+	pthread_once(&batch_once, batch_key_init);
+	b = pthread_getspecific(batch_key);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (b && pthread_setspecific(batch_key, b)) {
+			free(b);
+			b = NULL;
+		}
+	}
+	return b;
+}
+
+static int batch_full(const struct batch *b)
+{
+	return b->ncomp == BATCH_COMPS;
+}
+
+/* Adds the job for elements [rel, rel + n) of the tensor's window range. */
+static void add_job(struct batch *b, const struct rfs_comp *c, const char *const *base,
+		    const uint64_t *have, uint64_t rel, size_t n, void *out)
+{
+	struct rfs_kern_term *terms = b->terms[b->njobs];
 	unsigned k;
 
 	for (k = 0; k < c->nops; k++) {
@@ -168,72 +227,43 @@ static void run_range(const struct rfs_comp *c, const char *const *base, const u
 			(size_t)(h < n ? h : n), c->ops[k].scale,
 		};
 	}
-	rfs_backend_run(NULL, &job);
+	b->jobs[b->njobs++] = (struct rfs_kern_job){
+		.out_dtype = c->out_dtype, .out = out, .n = n, .nterms = c->nops,
+		.terms = terms, .cast_first = c->cast_first,
+	};
 }
 
-/* Elements covering bytes [a, a + len): whole ones straight into @dst,
- * the partial ones at either edge through a small buffer. */
-static void run_bytes(const struct rfs_comp *c, const char *const *base, const uint64_t *have,
-		      char *dst, uint64_t a, uint64_t len)
+/* The element at @rel, of which bytes [skip, skip + len) go to @dst. */
+static void add_edge(struct batch *b, const struct rfs_comp *c, const char *const *base,
+		     const uint64_t *have, uint64_t rel, char *dst, uint64_t skip, uint64_t len)
 {
-	size_t osz = rfs_kdt_size(c->out_dtype);
-	uint64_t e0 = a / osz, first = (a + osz - 1) / osz, last = (a + len) / osz;
-	char tmp[8];
+	struct edge *e = &b->edge[b->nedge++];
 
-	if (first > last) { /* inside one element */
-		run_range(c, base, have, 0, 1, tmp);
-		memcpy(dst, tmp + (a - e0 * osz), (size_t)len);
-		return;
-	}
-	if (a % osz) {
-		run_range(c, base, have, 0, 1, tmp);
-		memcpy(dst, tmp + a % osz, (size_t)(osz - a % osz));
-	}
-	if (last > first)
-		run_range(c, base, have, first - e0, (size_t)(last - first), dst + (first * osz - a));
-	if ((a + len) % osz) {
-		run_range(c, base, have, last - e0, 1, tmp);
-		memcpy(dst + (last * osz - a), tmp, (size_t)((a + len) % osz));
-	}
+	e->dst = dst;
+	e->skip = (unsigned)skip;
+	e->len = (unsigned)len;
+	add_job(b, c, base, have, rel, 1, e->tmp);
 }
 
-/* run_bytes with the SIGBUS guard over @win (see above). */
-static int run_guarded(const struct rfs_comp *c, const struct window *win,
-		       const char *const *base, const uint64_t *have,
-		       char *dst, uint64_t a, uint64_t len, struct rfs_err *err)
-{
-	unsigned k;
-
-	tl_bus_hit = 0;
-	tl_wins = win;
-	tl_nwins = c->nops;
-	run_bytes(c, base, have, dst, a, len);
-	tl_wins = NULL;
-	tl_nwins = 0;
-	if (!tl_bus_hit)
-		return 0;
-	for (k = 0; k < c->nops; k++)
-		if (win[k].map && (char *)tl_bus_addr >= win[k].map &&
-		    (char *)tl_bus_addr < win[k].map + win[k].maplen)
-			return rfs_errf(err, RFS_E_IO,
-					"tensor '%s': %s ended early: it was truncated or replaced after it was checked",
-					c->name, c->ops[k].file);
-	return rfs_errf(err, RFS_E_IO, "tensor '%s': a source file ended early", c->name);
-}
-
-/* Returns 0, an rfs code, or 1: could not map, use pread. */
-static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
-			  struct rfs_err *err)
+/*
+ * Adds bytes [a, a + len) of tensor @c, to land at @dst, with its operand
+ * windows mapped.  Returns 0, or 1 when a window could not be mapped
+ * (nothing added: compute this one with pread).  The batch must not be
+ * full.  Whole elements are computed straight into @dst, the partial
+ * ones at either edge through a small buffer.
+ */
+static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint64_t a,
+		     uint64_t len)
 {
 	size_t osz = rfs_kdt_size(c->out_dtype), page = (size_t)sysconf(_SC_PAGESIZE);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz;
-	struct window win[RFS_SPEC_MAX_TERMS];
+	uint64_t first = (a + osz - 1) / osz, last = (a + len) / osz;
+	struct window *win = b->win + b->nwin;
 	const char *base[RFS_SPEC_MAX_TERMS];
 	uint64_t have[RFS_SPEC_MAX_TERMS];
 	unsigned k;
-	int ret = 0;
 
-	memset(win, 0, sizeof(win));
+	memset(win, 0, c->nops * sizeof(*win));
 	for (k = 0; k < c->nops; k++) {
 		const struct rfs_operand *o = &c->ops[k];
 		size_t isz = rfs_kdt_size(o->dtype);
@@ -246,21 +276,87 @@ static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint6
 		off = o->off + e0 * isz;
 		pa = off & ~(uint64_t)(page - 1);
 		win[k].maplen = (size_t)(off - pa + have[k] * isz);
-		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED,
-				  o->fd, (off_t)pa);
+		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED, o->fd, (off_t)pa);
 		if (win[k].map == MAP_FAILED) {
 			win[k].map = NULL;
-			ret = 1;
-			goto out;
+			while (k--)
+				if (win[k].map)
+					munmap(win[k].map, win[k].maplen);
+			return 1;
 		}
 		base[k] = win[k].map + (off - pa);
 	}
-	ret = run_guarded(c, win, base, have, dst, a, len, err);
-out:
-	for (k = 0; k < c->nops; k++)
-		if (win[k].map)
-			munmap(win[k].map, win[k].maplen);
+	b->comp[b->ncomp] = c;
+	b->win0[b->ncomp++] = b->nwin;
+	b->nwin += c->nops;
+
+	if (first > last) { /* inside one element */
+		add_edge(b, c, base, have, 0, dst, a - e0 * osz, len);
+		return 0;
+	}
+	if (a % osz)
+		add_edge(b, c, base, have, 0, dst, a % osz, osz - a % osz);
+	if (last > first)
+		add_job(b, c, base, have, first - e0, (size_t)(last - first),
+			dst + (first * osz - a));
+	if ((a + len) % osz)
+		add_edge(b, c, base, have, last - e0, dst + (last * osz - a), 0, (a + len) % osz);
+	return 0;
+}
+
+/*
+ * Runs the batch with the SIGBUS guard over its windows (see above), puts
+ * the edge elements in place, unmaps the windows and empties the batch.
+ * A source that ended early fails the whole batch with EIO, naming the
+ * tensor and file.
+ */
+static int batch_run(struct batch *b, struct rfs_err *err)
+{
+	unsigned i, k;
+	int ret = 0;
+
+	if (!b->njobs && !b->nwin)
+		return 0;
+	tl_bus_hit = 0;
+	tl_wins = b->win;
+	tl_nwins = b->nwin;
+	rfs_backend_run_batch(NULL, b->jobs, b->njobs);
+	tl_wins = NULL;
+	tl_nwins = 0;
+	if (tl_bus_hit) {
+		ret = rfs_errf(err, RFS_E_IO, "a source file ended early");
+		for (i = 0; i < b->ncomp; i++)
+			for (k = 0; k < b->comp[i]->nops; k++) {
+				const struct window *w = &b->win[b->win0[i] + k];
+
+				if (w->map && (char *)tl_bus_addr >= w->map &&
+				    (char *)tl_bus_addr < w->map + w->maplen)
+					ret = rfs_errf(err, RFS_E_IO,
+						       "tensor '%s': %s ended early: it was truncated or replaced after it was checked",
+						       b->comp[i]->name, b->comp[i]->ops[k].file);
+			}
+	} else {
+		for (i = 0; i < b->nedge; i++)
+			memcpy(b->edge[i].dst, b->edge[i].tmp + b->edge[i].skip, b->edge[i].len);
+	}
+	for (i = 0; i < b->nwin; i++)
+		if (b->win[i].map)
+			munmap(b->win[i].map, b->win[i].maplen);
+	b->ncomp = b->njobs = b->nwin = b->nedge = 0;
 	return ret;
+}
+
+/* Returns 0, an rfs code, or 1: could not map, use pread. */
+static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
+			  struct rfs_err *err)
+{
+	struct batch *b = get_batch();
+
+	if (!b)
+		return 1;
+	if (batch_add(b, c, dst, a, len))
+		return 1;
+	return batch_run(b, err);
 }
 
 int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
@@ -318,11 +414,24 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 	return 0;
 }
 
+/* batch_run, adding the time it took to *@ns. */
+static int batch_run_timed(struct batch *b, struct rfs_err *err, uint64_t *ns)
+{
+	uint64_t t0 = now_ns();
+	int ret = batch_run(b, err);
+
+	*ns += now_ns() - t0;
+	return ret;
+}
+
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
 		       struct rfs_cache *cache, struct rfs_err *err)
 {
 	size_t lo = 0, hi = vf->nseg, done = 0;
 	char *dst = buf;
+	struct batch *b = NULL;
+	uint64_t deferred = 0, ns = 0;
+	int ret = 0;
 
 	if (off >= vf->size || !len)
 		return 0;
@@ -336,11 +445,17 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
 		else
 			hi = mid;
 	}
-	for (; done < len && lo < vf->nseg; lo++) {
+	/* The computed pieces of the request form one batch: all of them
+	 * without a cache; with one, the whole blocks it does not hold (a
+	 * 1 MiB read of small tensors is then one GPU submission). */
+	pthread_once(&bus_once, bus_install);
+	if (bus_guard_ok)
+		b = get_batch();
+	for (; !ret && done < len && lo < vf->nseg; lo++) {
 		const struct rfs_seg *s = &vf->segs[lo];
 		uint64_t in = off + done - s->off;
 		size_t n = s->len - in < len - done ? (size_t)(s->len - in) : len - done;
-		int ret = 0;
+		int r;
 
 		switch (s->kind) {
 		case RFS_SEG_LIT:
@@ -350,13 +465,34 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
 			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
 			break;
 		case RFS_SEG_COMP:
-			ret = cache ? rfs_cache_read(cache, vf, lo, dst + done, in, n, err)
-				    : rfs_comp_compute(s->comp, dst + done, in, n, err);
+			r = cache && b ? rfs_cache_take_whole(cache, vf, lo, dst + done, in, n) : -1;
+			if (r == 1)
+				break;
+			if (cache && r < 0) {
+				ret = rfs_cache_read(cache, vf, lo, dst + done, in, n, err);
+				break;
+			}
+			if (b && batch_full(b))
+				ret = batch_run_timed(b, err, &ns);
+			if (!ret && b && !batch_add(b, s->comp, dst + done, in, n)) {
+				deferred += n;
+				break;
+			}
+			if (!ret && b) /* unmappable: keep the batch's order simple */
+				ret = batch_run_timed(b, err, &ns);
+			if (!ret)
+				ret = rfs_comp_compute(s->comp, dst + done, in, n, err);
 			break;
 		}
-		if (ret)
-			return ret;
 		done += n;
 	}
-	return (ssize_t)done;
+	if (b) {
+		int r = batch_run_timed(b, err, &ns);
+
+		if (!ret)
+			ret = r;
+	}
+	if (cache && deferred && !ret)
+		rfs_cache_count_computed(cache, deferred, ns);
+	return ret ? ret : (ssize_t)done;
 }

@@ -55,7 +55,8 @@ static const char usage_text[] =
 	"  --passthrough                 show base tensors that no delta names unchanged\n"
 	"                                (default: that is an error)\n"
 	"  --backend auto|cpu|cuda       where merges are computed (mount, export; default\n"
-	"                                auto: the GPU only if present and measured faster)\n"
+	"                                $RESIDFS_BACKEND, else auto: the GPU only if\n"
+	"                                present and measured faster)\n"
 	"mount:\n"
 	"  -f, --foreground              do not daemonize\n"
 	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other)\n"
@@ -188,7 +189,7 @@ static uint64_t parse_size(const char *opt, const char *s)
 
 static void parse_args(int argc, char **argv, struct cli *c)
 {
-	int o;
+	int o, backend_given = 0;
 
 	c->opts.out_dtype = -1;
 	c->mount.readahead_kb = 4096;
@@ -272,6 +273,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->mount.cache_bytes = parse_size("--cache-size", optarg);
 			break;
 		case OPT_BACKEND:
+			backend_given = 1;
 			c->mount.backend = rfs_backend_parse(optarg);
 			if (c->mount.backend < 0)
 				die_usage("--backend: '%s' is not one of auto, cpu, cuda", optarg);
@@ -288,6 +290,12 @@ static void parse_args(int argc, char **argv, struct cli *c)
 		if (c->npos >= 4)
 			die_usage("too many arguments");
 		c->pos[c->npos++] = argv[optind];
+	}
+	if (!backend_given && getenv("RESIDFS_BACKEND") && *getenv("RESIDFS_BACKEND")) {
+		c->mount.backend = rfs_backend_parse(getenv("RESIDFS_BACKEND"));
+		if (c->mount.backend < 0)
+			die_usage("RESIDFS_BACKEND: '%s' is not one of auto, cpu, cuda",
+				  getenv("RESIDFS_BACKEND"));
 	}
 }
 
@@ -451,6 +459,12 @@ static int cmd_export(struct cli *c)
 		fprintf(stderr, "residfs: exported %zu files, %llu bytes to %s in %.2f s (%.0f MB/s)\n",
 			plan->nfiles, (unsigned long long)total, out, secs,
 			secs > 0 ? (double)total / 1e6 / secs : 0.0);
+		{
+			char be[256];
+
+			rfs_backend_describe(be, sizeof(be));
+			fprintf(stderr, "residfs: backend %s\n", be);
+		}
 	}
 	rfs_plan_free(plan);
 	return ret;

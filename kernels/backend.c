@@ -48,6 +48,14 @@ int rfs_backend_select(enum rfs_backend b, char *why, size_t len)
 	return 0;
 }
 
+static void cpu_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		rfs_kern_run(cpu, &jobs[i]);
+}
+
 #ifdef RFS_HAVE_CUDA
 static double now(void)
 {
@@ -57,29 +65,46 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* auto: the first big job runs on both; the GPU wins only if it is faster
- * and returns the same bytes. */
-static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *job)
+/* auto: the first big batch runs on both; the GPU wins only if it is
+ * faster and returns the same bytes. */
+static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs, size_t n,
+		    size_t total)
 {
-	size_t bytes = job->n * rfs_kdt_size(job->out_dtype);
-	struct rfs_kern_job g = *job;
+	size_t bytes = 0, i, o;
+	struct rfs_kern_job *g = malloc(n * sizeof(*g));
 	double t0, tc, tg;
-	void *out = malloc(bytes);
+	char *out;
 	int ok;
 
+	for (i = 0; i < n; i++)
+		bytes += jobs[i].n * rfs_kdt_size(jobs[i].out_dtype);
+	out = malloc(bytes ? bytes : 1);
 	t0 = now();
-	rfs_kern_run(cpu, job);
+	cpu_batch(cpu, jobs, n);
 	tc = now() - t0;
-	if (!out) {
+	if (!out || !g) {
+		free(out);
+		free(g);
 		__atomic_store_n(&gpu_state, GPU_UNTRIED, __ATOMIC_RELEASE);
 		return;
 	}
-	g.out = out;
-	rfs_cuda_run(&g); /* warm-up: context, buffers */
+	for (i = 0, o = 0; i < n; i++) {
+		g[i] = jobs[i];
+		g[i].out = out + o;
+		o += jobs[i].n * rfs_kdt_size(jobs[i].out_dtype);
+	}
+	rfs_cuda_run_batch(g, n); /* warm-up: context, buffers */
 	t0 = now();
-	ok = rfs_cuda_run(&g) == 0;
+	ok = rfs_cuda_run_batch(g, n) == 0;
 	tg = now() - t0;
-	if (ok && memcmp(out, job->out, bytes)) {
+	for (i = 0, o = 0; ok && i < n; i++) {
+		size_t b = jobs[i].n * rfs_kdt_size(jobs[i].out_dtype);
+
+		if (memcmp(out + o, jobs[i].out, b))
+			ok = -1;
+		o += b;
+	}
+	if (ok < 0) {
 		ok = 0;
 		snprintf(verdict, sizeof(verdict), "cpu: the GPU returned different bytes; not used");
 		fprintf(stderr, "residfs: warning: the CUDA backend disagrees with the CPU; using the CPU\n");
@@ -88,26 +113,50 @@ static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *j
 	} else {
 		ok = tg < tc;
 		snprintf(verdict, sizeof(verdict), "%s: %zu elements took %.2f ms on the GPU, %.2f ms on the CPU",
-			 ok ? "cuda" : "cpu", job->n, tg * 1e3, tc * 1e3);
+			 ok ? "cuda" : "cpu", total, tg * 1e3, tc * 1e3);
 	}
 	free(out);
+	free(g);
 	__atomic_store_n(&gpu_state, ok ? GPU_USE : GPU_NO, __ATOMIC_RELEASE);
+}
+
+/* Jobs of fewer elements than this stay on the CPU (RESIDFS_GPU_MIN_ELEMENTS
+ * overrides RFS_BACKEND_GPU_MIN, for measurements). */
+static size_t gpu_min(void)
+{
+	static size_t v;
+	size_t m = __atomic_load_n(&v, __ATOMIC_RELAXED);
+
+	if (!m) {
+		const char *e = getenv("RESIDFS_GPU_MIN_ELEMENTS");
+		char *end;
+		unsigned long long x = e ? strtoull(e, &end, 10) : 0;
+
+		m = e && *e && !*end && x ? (size_t)x : RFS_BACKEND_GPU_MIN;
+		__atomic_store_n(&v, m, __ATOMIC_RELAXED);
+	}
+	return m;
 }
 #endif
 
-void rfs_backend_run(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *job)
+void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs,
+			   size_t n)
 {
 	if (!cpu)
 		cpu = rfs_kern_best();
 #ifdef RFS_HAVE_CUDA
-	if (sel != RFS_BACKEND_CPU && job->n >= RFS_BACKEND_GPU_MIN) {
+	if (sel != RFS_BACKEND_CPU) {
+		size_t total = 0, i;
 		int st;
 
+		for (i = 0; i < n; i++)
+			total += jobs[i].n;
+		if (total < gpu_min())
+			goto on_cpu;
 		if (sel == RFS_BACKEND_CUDA) {
-			if (rfs_cuda_run(job) == 0)
+			if (rfs_cuda_run_batch(jobs, n) == 0)
 				return;
-			rfs_kern_run(cpu, job); /* the GPU failed: finish here */
-			return;
+			goto on_cpu; /* the GPU failed: finish here */
 		}
 		st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
 		if (st == GPU_UNTRIED) {
@@ -118,16 +167,22 @@ void rfs_backend_run(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *
 				__atomic_store_n(&gpu_state, GPU_NO, __ATOMIC_RELEASE);
 			} else if (__atomic_compare_exchange_n(&gpu_state, &expect, GPU_MEASURING, 0,
 							       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-				measure(cpu, job);
+				measure(cpu, jobs, n, total);
 				return;
 			}
 			st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
 		}
-		if (st == GPU_USE && rfs_cuda_run(job) == 0)
+		if (st == GPU_USE && rfs_cuda_run_batch(jobs, n) == 0)
 			return;
 	}
+on_cpu:
 #endif
-	rfs_kern_run(cpu, job);
+	cpu_batch(cpu, jobs, n);
+}
+
+void rfs_backend_run(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *job)
+{
+	rfs_backend_run_batch(cpu, job, 1);
 }
 
 void rfs_backend_describe(char *buf, size_t len)
@@ -140,8 +195,8 @@ void rfs_backend_describe(char *buf, size_t len)
 		break;
 	case RFS_BACKEND_CUDA:
 #ifdef RFS_HAVE_CUDA
-		snprintf(buf, len, "cuda (%s) for jobs of %u elements or more, cpu (%s) below",
-			 rfs_cuda_device_name(), RFS_BACKEND_GPU_MIN, cpu);
+		snprintf(buf, len, "cuda (%s) for batches of %zu elements or more, cpu (%s) below",
+			 rfs_cuda_device_name(), gpu_min(), cpu);
 #endif
 		break;
 	default:

@@ -116,7 +116,8 @@ def small_f32(nb):
 _SMALL_EXP = bytes((b & 0x80) | 0x3A for b in range(256))
 
 
-def workload(cache):
+def workload_1g(cache):
+    """The 1 GiB bf16 base in three shards and its float32 delta (built once)."""
     base, delta = os.path.join(cache, "base-1g"), os.path.join(cache, "delta-1g")
     cfg = {"hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 8,
            "vocab_size": 32000, "kv_dim": 2048, "num_attention_heads": 16,
@@ -127,6 +128,11 @@ def workload(cache):
         tens = write_model(base, cfg, 3, False)
         write_delta(delta, tens, False)
         open(stamp, "w").close()
+    return base, delta
+
+
+def workload(cache):
+    base, delta = workload_1g(cache)
     big_b, big_d = os.path.join(cache, "base-70b"), os.path.join(cache, "delta-70b")
     stamp = os.path.join(cache, "ok-70b")
     if not os.path.exists(stamp):

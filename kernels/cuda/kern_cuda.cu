@@ -11,9 +11,11 @@
  * as kern.h requires), else the host's default NaN (Inf - Inf, 0 * Inf).
  *
  * Host side: a small pool of contexts, each with NSLOT streams and their
- * pinned staging buffers.  A job is cut into chunks of a few MiB; chunk i
- * goes to slot i % NSLOT, so copying chunk i+1 into pinned memory overlaps
- * the upload, kernel and download of chunk i and the copy-out of i-2.
+ * pinned staging buffers.  A batch of jobs is cut into chunks of a few
+ * MiB: a big job spans several chunks, small jobs share one (each chunk is
+ * one upload, a kernel launch per piece and one download).  Chunk i goes
+ * to slot i % NSLOT, so copying chunk i+1 into pinned memory overlaps the
+ * upload, kernels and download of chunk i and the copy-out of i-2.
  */
 #include <cuda_runtime.h>
 
@@ -33,7 +35,8 @@ extern "C" {
 #define RFS_CUDA_NSLOT 3          /* streams per context */
 #define RFS_CUDA_NCTX 4           /* contexts (concurrent callers) */
 #define RFS_CUDA_IN_BUDGET (24u << 20) /* staged input bytes per chunk */
-#define RFS_CUDA_CHUNK_MAX (4u << 20)  /* elements per chunk */
+#define RFS_CUDA_OUT_BUDGET (16u << 20) /* output bytes per chunk */
+#define RFS_CUDA_CHUNK_MAX (4u << 20)  /* elements of one job per chunk */
 #define RFS_CUDA_CHUNK_MIN (64u << 10)
 #define RFS_CUDA_VEC 8            /* elements per thread (16-byte loads) */
 #define RFS_CUDA_BLOCK 256
@@ -383,14 +386,23 @@ rfs_cuda_kernel(const __grid_constant__ struct rfs_cuda_kargs a)
 /* ------------------------------------------------------------------ */
 /* Host side                                                          */
 
-/** One stream with its staging buffers. */
+/** A piece of one job inside a chunk: elements [pos, pos + len). */
+struct rfs_cuda_seg {
+	const struct rfs_kern_job *job;
+	size_t pos, len;
+	size_t in_off;  /* its terms' data in the chunk's input, one after another */
+	size_t out_off; /* its result in the chunk's output */
+};
+
+/** One stream with its staging buffers and the chunk it is working on. */
 struct rfs_cuda_slot {
 	cudaStream_t st;
 	char *h_in, *h_out, *d_in, *d_out;
 	char *d_acc; /* float32 accumulator, for jobs of many terms */
 	size_t cap_hin, cap_hout, cap_din, cap_dout, cap_acc;
-	void *pend_dst; /* where h_out goes once the stream is done */
-	size_t pend_bytes;
+	struct rfs_cuda_seg *seg; /* pieces in flight; copied out on drain */
+	size_t nseg, capseg;
+	size_t in_bytes, out_bytes, acc_need;
 };
 
 /** A context: one caller at a time. */
@@ -639,22 +651,12 @@ static struct rfs_cuda_ctx *rfs_cuda_get_ctx(void)
 	return &rfs_cuda_pool[start % RFS_CUDA_NCTX];
 }
 
-extern "C" int rfs_cuda_run(const struct rfs_kern_job *job)
+/** Elements of @job per chunk when it has a chunk to itself. */
+static size_t rfs_cuda_job_chunk(const struct rfs_kern_job *job)
 {
-	size_t osz, esum = 0, ch, pos, need_in = 0, nslot;
-	size_t off[RFS_CUDA_MAXT * 4];
-	size_t *offs = off;
-	const void **ptrs = NULL;
-	unsigned long long *have = NULL;
-	struct rfs_cuda_ctx *c;
-	unsigned k, i, nchunk = 0;
-	int ret = -1;
+	size_t esum = 0, ch;
+	unsigned k;
 
-	if (!rfs_cuda_available() || !rfs_cuda_job_ok(job))
-		return -1;
-	if (!job->n)
-		return 0;
-	osz = rfs_kdt_size(job->out_dtype);
 	for (k = 0; k < job->nterms; k++)
 		esum += rfs_kdt_size(job->terms[k].dtype);
 	ch = RFS_CUDA_IN_BUDGET / esum;
@@ -662,24 +664,205 @@ extern "C" int rfs_cuda_run(const struct rfs_kern_job *job)
 		ch = RFS_CUDA_CHUNK_MAX;
 	if (ch < RFS_CUDA_CHUNK_MIN)
 		ch = RFS_CUDA_CHUNK_MIN;
-	ch -= ch % 4096;
-	if (ch > job->n)
-		ch = rfs_cuda_round_up(job->n, RFS_CUDA_VEC);
+	return ch - ch % 4096;
+}
 
-	if (job->nterms > RFS_CUDA_MAXT * 4) {
-		offs = (size_t *)malloc(job->nterms * sizeof(*offs));
-		if (!offs)
-			return -1;
+/** Staged input bytes of elements [pos, pos + len) of @job. */
+static size_t rfs_cuda_seg_in(const struct rfs_kern_job *job, size_t pos,
+			      size_t len)
+{
+	size_t b = 0;
+	unsigned k;
+
+	for (k = 0; k < job->nterms; k++) {
+		const struct rfs_kern_term *t = &job->terms[k];
+		size_t h = t->n > pos ? t->n - pos : 0;
+
+		if (h > len)
+			h = len;
+		b += rfs_cuda_round_up(h * rfs_kdt_size(t->dtype), RFS_CUDA_ALIGN);
 	}
-	ptrs = (const void **)malloc(job->nterms * sizeof(*ptrs));
-	have = (unsigned long long *)malloc(job->nterms * sizeof(*have));
+	return b;
+}
+
+/**
+ * Fills slot @s with the next chunk of the batch from (*@j, *@pos) on:
+ * pieces of one or more jobs, packed while the staged input stays within
+ * RFS_CUDA_IN_BUDGET and the output within RFS_CUDA_OUT_BUDGET (a piece
+ * alone may pass them by its alignment padding).  Records the pieces in
+ * s->seg and the sizes the chunk needs; advances the cursor.
+ */
+static cudaError_t rfs_cuda_pack(struct rfs_cuda_slot *s,
+				 const struct rfs_kern_job *jobs, size_t njobs,
+				 size_t *j, size_t *pos)
+{
+	size_t in_used = 0, out_used = 0;
+
+	s->nseg = 0;
+	s->acc_need = 0;
+	while (*j < njobs) {
+		const struct rfs_kern_job *job = &jobs[*j];
+		size_t osz = rfs_kdt_size(job->out_dtype), esum = 0, len, sin, sout;
+		struct rfs_cuda_seg *g;
+		unsigned k;
+
+		if (*pos >= job->n) {
+			(*j)++;
+			*pos = 0;
+			continue;
+		}
+		for (k = 0; k < job->nterms; k++)
+			esum += rfs_kdt_size(job->terms[k].dtype);
+		len = job->n - *pos;
+		if (len > rfs_cuda_job_chunk(job))
+			len = rfs_cuda_job_chunk(job);
+		sin = rfs_cuda_seg_in(job, *pos, len);
+		sout = rfs_cuda_round_up(len * osz, RFS_CUDA_ALIGN);
+		if (s->nseg && (in_used + sin > RFS_CUDA_IN_BUDGET ||
+				out_used + sout > RFS_CUDA_OUT_BUDGET)) {
+			/* the part of this job that still fits, in whole pages */
+			size_t room_in = RFS_CUDA_IN_BUDGET - in_used;
+			size_t room_out = RFS_CUDA_OUT_BUDGET - out_used;
+			size_t pad = (size_t)job->nterms * RFS_CUDA_ALIGN;
+
+			if (in_used > RFS_CUDA_IN_BUDGET || out_used > RFS_CUDA_OUT_BUDGET ||
+			    room_in <= pad || room_out <= RFS_CUDA_ALIGN)
+				break;
+			len = (room_in - pad) / esum;
+			if (len > (room_out - RFS_CUDA_ALIGN) / osz)
+				len = (room_out - RFS_CUDA_ALIGN) / osz;
+			len -= len % 4096;
+			if (!len)
+				break;
+			sin = rfs_cuda_seg_in(job, *pos, len);
+			sout = rfs_cuda_round_up(len * osz, RFS_CUDA_ALIGN);
+		}
+		if (s->nseg == s->capseg) {
+			size_t cap = s->capseg ? 2 * s->capseg : 16;
+			void *p = realloc(s->seg, cap * sizeof(*s->seg));
+
+			if (!p)
+				return cudaErrorMemoryAllocation;
+			s->seg = (struct rfs_cuda_seg *)p;
+			s->capseg = cap;
+		}
+		g = &s->seg[s->nseg++];
+		g->job = job;
+		g->pos = *pos;
+		g->len = len;
+		g->in_off = in_used;
+		g->out_off = out_used;
+		in_used += sin;
+		out_used += sout;
+		if (job->nterms > RFS_CUDA_MAXT && len * 4 > s->acc_need)
+			s->acc_need = len * 4;
+		*pos += len;
+	}
+	s->in_bytes = in_used;
+	s->out_bytes = out_used;
+	return cudaSuccess;
+}
+
+/** Copies the finished chunk of slot @s out of its pinned buffer. */
+static cudaError_t rfs_cuda_drain(struct rfs_cuda_slot *s)
+{
+	cudaError_t e;
+	size_t i;
+
+	if (!s->nseg)
+		return cudaSuccess;
+	e = cudaStreamSynchronize(s->st);
+	if (e == cudaSuccess)
+		for (i = 0; i < s->nseg; i++) {
+			const struct rfs_cuda_seg *g = &s->seg[i];
+			size_t osz = rfs_kdt_size(g->job->out_dtype);
+
+			memcpy((char *)g->job->out + g->pos * osz, s->h_out + g->out_off,
+			       g->len * osz);
+		}
+	s->nseg = 0;
+	return e;
+}
+
+/** Stages, uploads, computes and starts the download of slot @s's chunk. */
+static cudaError_t rfs_cuda_issue(struct rfs_cuda_slot *s, const void **ptrs,
+				  unsigned long long *have)
+{
+	size_t i;
+	cudaError_t e;
+
+	if ((e = rfs_cuda_grow_host(&s->h_in, &s->cap_hin, s->in_bytes)) ||
+	    (e = rfs_cuda_grow_host(&s->h_out, &s->cap_hout, s->out_bytes)) ||
+	    (e = rfs_cuda_grow_dev(&s->d_in, &s->cap_din, s->in_bytes)) ||
+	    (e = rfs_cuda_grow_dev(&s->d_out, &s->cap_dout, s->out_bytes)) ||
+	    (e = rfs_cuda_grow_dev(&s->d_acc, &s->cap_acc, s->acc_need)))
+		return e;
+	for (i = 0; i < s->nseg; i++) {
+		const struct rfs_cuda_seg *g = &s->seg[i];
+		size_t off = g->in_off;
+		unsigned k;
+
+		for (k = 0; k < g->job->nterms; k++) {
+			const struct rfs_kern_term *t = &g->job->terms[k];
+			size_t tsz = rfs_kdt_size(t->dtype);
+			size_t h = t->n > g->pos ? t->n - g->pos : 0;
+
+			if (h > g->len)
+				h = g->len;
+			if (h)
+				memcpy(s->h_in + off, (const char *)t->data + g->pos * tsz, h * tsz);
+			off += rfs_cuda_round_up(h * tsz, RFS_CUDA_ALIGN);
+		}
+	}
+	e = cudaMemcpyAsync(s->d_in, s->h_in, s->in_bytes, cudaMemcpyHostToDevice, s->st);
+	for (i = 0; e == cudaSuccess && i < s->nseg; i++) {
+		const struct rfs_cuda_seg *g = &s->seg[i];
+		size_t off = g->in_off;
+		unsigned k;
+
+		for (k = 0; k < g->job->nterms; k++) {
+			const struct rfs_kern_term *t = &g->job->terms[k];
+			size_t h = t->n > g->pos ? t->n - g->pos : 0;
+
+			if (h > g->len)
+				h = g->len;
+			ptrs[k] = s->d_in + off;
+			have[k] = h;
+			off += rfs_cuda_round_up(h * rfs_kdt_size(t->dtype), RFS_CUDA_ALIGN);
+		}
+		e = rfs_cuda_passes(g->job, ptrs, have, s->d_out + g->out_off,
+				    (float *)s->d_acc, g->len, s->st);
+	}
+	if (e == cudaSuccess)
+		e = cudaMemcpyAsync(s->h_out, s->d_out, s->out_bytes, cudaMemcpyDeviceToHost,
+				    s->st);
+	return e;
+}
+
+extern "C" int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs)
+{
+	const void **ptrs = NULL;
+	unsigned long long *have = NULL;
+	struct rfs_cuda_ctx *c;
+	size_t i, j = 0, pos = 0, total = 0, nchunk = 0;
+	unsigned maxt = 1;
+	int ret = -1;
+
+	if (!rfs_cuda_available() || (njobs && !jobs))
+		return -1;
+	for (i = 0; i < njobs; i++) {
+		if (!rfs_cuda_job_ok(&jobs[i]))
+			return -1;
+		total += jobs[i].n;
+		if (jobs[i].nterms > maxt)
+			maxt = jobs[i].nterms;
+	}
+	if (!total)
+		return 0;
+	ptrs = (const void **)malloc(maxt * sizeof(*ptrs));
+	have = (unsigned long long *)malloc(maxt * sizeof(*have));
 	if (!ptrs || !have)
 		goto out_free;
-	for (k = 0; k < job->nterms; k++) {
-		offs[k] = need_in;
-		need_in += rfs_cuda_round_up(ch * rfs_kdt_size(job->terms[k].dtype),
-					     RFS_CUDA_ALIGN);
-	}
 
 	c = rfs_cuda_get_ctx();
 	RFS_CUDA_CK(cudaSetDevice(rfs_cuda_dev));
@@ -689,80 +872,36 @@ extern "C" int rfs_cuda_run(const struct rfs_kern_job *job)
 							     cudaStreamNonBlocking));
 		c->ready = 1;
 	}
-	nslot = (job->n + ch - 1) / ch; /* chunks */
-	if (nslot > RFS_CUDA_NSLOT)
-		nslot = RFS_CUDA_NSLOT;
-	for (i = 0; i < RFS_CUDA_NSLOT; i++)
-		c->s[i].pend_dst = NULL;
-	for (i = 0; i < nslot; i++) {
-		struct rfs_cuda_slot *s = &c->s[i];
+	/* chunk i on slot i % NSLOT: staging chunk i+1 overlaps the transfers
+	 * and kernels of chunk i and the copy-out of chunk i-2 */
+	while (j < njobs) {
+		struct rfs_cuda_slot *s = &c->s[nchunk++ % RFS_CUDA_NSLOT];
 
-		RFS_CUDA_CK(rfs_cuda_grow_host(&s->h_in, &s->cap_hin, need_in));
-		RFS_CUDA_CK(rfs_cuda_grow_host(&s->h_out, &s->cap_hout, ch * osz));
-		RFS_CUDA_CK(rfs_cuda_grow_dev(&s->d_in, &s->cap_din, need_in));
-		RFS_CUDA_CK(rfs_cuda_grow_dev(&s->d_out, &s->cap_dout, ch * osz));
-		if (job->nterms > RFS_CUDA_MAXT)
-			RFS_CUDA_CK(rfs_cuda_grow_dev(&s->d_acc, &s->cap_acc,
-						      ch * 4));
+		RFS_CUDA_CK(rfs_cuda_drain(s));
+		RFS_CUDA_CK(rfs_cuda_pack(s, jobs, njobs, &j, &pos));
+		if (!s->nseg)
+			break; /* only empty jobs were left */
+		RFS_CUDA_CK(rfs_cuda_issue(s, ptrs, have));
 	}
-
-	for (pos = 0; pos < job->n; pos += ch, nchunk++) {
-		struct rfs_cuda_slot *s = &c->s[nchunk % RFS_CUDA_NSLOT];
-		size_t len = job->n - pos < ch ? job->n - pos : ch;
-
-		if (s->pend_dst) {
-			RFS_CUDA_CK(cudaStreamSynchronize(s->st));
-			memcpy(s->pend_dst, s->h_out, s->pend_bytes);
-			s->pend_dst = NULL;
-		}
-		for (k = 0; k < job->nterms; k++) {
-			const struct rfs_kern_term *t = &job->terms[k];
-			size_t tsz = rfs_kdt_size(t->dtype);
-			size_t h = t->n > pos ? t->n - pos : 0;
-
-			if (h > len)
-				h = len;
-			have[k] = h;
-			ptrs[k] = s->d_in + offs[k];
-			if (!h)
-				continue;
-			memcpy(s->h_in + offs[k], (const char *)t->data + pos * tsz,
-			       h * tsz);
-			RFS_CUDA_CK(cudaMemcpyAsync(s->d_in + offs[k],
-						    s->h_in + offs[k], h * tsz,
-						    cudaMemcpyHostToDevice, s->st));
-		}
-		RFS_CUDA_CK(rfs_cuda_passes(job, ptrs, have, s->d_out,
-					    (float *)s->d_acc, len, s->st));
-		RFS_CUDA_CK(cudaMemcpyAsync(s->h_out, s->d_out, len * osz,
-					    cudaMemcpyDeviceToHost, s->st));
-		s->pend_dst = (char *)job->out + pos * osz;
-		s->pend_bytes = len * osz;
-	}
-	for (i = 0; i < RFS_CUDA_NSLOT; i++) {
-		/* oldest first, though any order gives the same bytes */
-		struct rfs_cuda_slot *s = &c->s[(nchunk + i) % RFS_CUDA_NSLOT];
-
-		if (!s->pend_dst)
-			continue;
-		RFS_CUDA_CK(cudaStreamSynchronize(s->st));
-		memcpy(s->pend_dst, s->h_out, s->pend_bytes);
-		s->pend_dst = NULL;
-	}
+	for (i = 0; i < RFS_CUDA_NSLOT; i++) /* oldest first */
+		RFS_CUDA_CK(rfs_cuda_drain(&c->s[(nchunk + i) % RFS_CUDA_NSLOT]));
 	ret = 0;
 fail:
-	if (ret) {
-		/* leave no copy pending for the next caller */
+	if (ret) /* leave nothing pending for the next caller */
 		for (i = 0; i < RFS_CUDA_NSLOT; i++)
-			c->s[i].pend_dst = NULL;
-	}
+			c->s[i].nseg = 0;
 	pthread_mutex_unlock(&c->lock);
 out_free:
-	if (offs != off)
-		free(offs);
 	free(ptrs);
 	free(have);
 	return ret;
+}
+
+extern "C" int rfs_cuda_run(const struct rfs_kern_job *job)
+{
+	if (!job)
+		return -1;
+	return rfs_cuda_run_batch(job, 1);
 }
 
 extern "C" int rfs_cuda_run_device(const struct rfs_kern_job *job)

@@ -68,6 +68,22 @@ const char *rfs_cuda_device_name(void);
 int rfs_cuda_run(const struct rfs_kern_job *job);
 
 /**
+ * Runs several jobs as one batch: what rfs_cuda_run() does for each, with
+ * the pieces of small jobs packed together into the same chunks (one
+ * upload, one kernel launch per piece, one download per chunk), so that a
+ * read covering many small tensors pays the transfer latencies once.
+ *
+ * Same contract, result and errors as rfs_cuda_run() for every job; the
+ * jobs' outputs must not overlap each other or any input.
+ *
+ * @param jobs  @njobs jobs with host pointers.
+ * @param njobs number of jobs; 0 is a successful no-op.
+ * @return 0 on success; -1 on a CUDA error, without a device, or when any
+ *         job is invalid (then nothing is computed).
+ */
+int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs);
+
+/**
  * Runs @job with data already on the device (for benchmarks and for
  * callers that keep tensors on the GPU).
  *

@@ -2,6 +2,9 @@
  * bench_cuda.c - output throughput of the kernels: scalar, best CPU SIMD,
  * CUDA with the data already on the device, CUDA end to end (host memory
  * in and out, transfers included).  Single CPU thread for the CPU rows.
+ * With a device, also a job size sweep (CPU vs CUDA end to end, where the
+ * GPU starts to pay) and a batch of many small tensors (one job at a time
+ * vs one batch).
  *
  * usage: bench_cuda [MiB of output per case, default 1024] [repeats, 3]
  * (the scalar row is timed once: it is slow and only the reference).
@@ -104,6 +107,125 @@ static void row(const char *what, double sec, size_t out_bytes,
 	printf("  %-26s %10.2f %12.2f %14.2f  %s\n", what, sec * 1e3,
 	       (double)out_bytes / sec / 1e9, (double)all_bytes / sec / 1e9,
 	       match);
+}
+
+static void make_job(struct rfs_kern_job *job, struct rfs_kern_term *t,
+		     enum rfs_kdt out, enum rfs_kdt d1, void *h0, void *h1, void *o, size_t n)
+{
+	t[0] = (struct rfs_kern_term){ RFS_KDT_BF16, h0, n, 1.0f };
+	t[1] = (struct rfs_kern_term){ d1, h1, n, 1.0f };
+	*job = (struct rfs_kern_job){ out, o, n, 2, t, 0 };
+}
+
+/*
+ * Job size sweep: where the GPU, transfers included, starts to beat one
+ * CPU thread (what RFS_BACKEND_GPU_MIN should be).  bf16 = bf16 + bf16 and
+ * bf16 = bf16 + f32, output sizes from 64 KiB to 64 MiB, each timed over
+ * a quarter of the benchmark's size of output (256 MiB by default).
+ */
+static void sweep(const struct rfs_kern_ops *simd, size_t mib)
+{
+	static const size_t kib[] = { 64, 256, 1024, 4096, 16384, 65536 };
+	static const enum rfs_kdt d1s[] = { RFS_KDT_BF16, RFS_KDT_F32 };
+	size_t maxn = (kib[5] << 10) / 2;
+	void *h0 = xmalloc(maxn * 2), *h1 = xmalloc(maxn * 4);
+	void *ref = xmalloc(maxn * 2), *out = xmalloc(maxn * 2);
+	unsigned d, i;
+
+	fill(RFS_KDT_BF16, h0, maxn, 11);
+	printf("\njob size sweep (GB/s of output; one CPU thread vs CUDA end to end)\n");
+	printf("  %-22s %10s %12s %12s %8s  %s\n", "case", "out size", "CPU GB/s",
+	       "CUDA GB/s", "ratio", "same bytes");
+	for (d = 0; d < 2; d++) {
+		fill(d1s[d], h1, maxn, 12 + d);
+		for (i = 0; i < sizeof(kib) / sizeof(kib[0]); i++) {
+			size_t n = (kib[i] << 10) / 2, it = (mib << 18) / (kib[i] << 10), r;
+			struct rfs_kern_term t[2];
+			struct rfs_kern_job job;
+			double tc, tg;
+			int ok = 1;
+
+			if (!it)
+				it = 1;
+			make_job(&job, t, RFS_KDT_BF16, d1s[d], h0, h1, ref, n);
+			rfs_kern_run(simd, &job);
+			tc = now();
+			for (r = 0; r < it; r++)
+				rfs_kern_run(simd, &job);
+			tc = now() - tc;
+			job.out = out;
+			ok = !rfs_cuda_run(&job); /* warm-up */
+			tg = now();
+			for (r = 0; ok && r < it; r++)
+				ok = !rfs_cuda_run(&job);
+			tg = now() - tg;
+			printf("  %-22s %7zu KiB %12.2f %12.2f %8.2f  %s\n",
+			       d ? "bf16 = bf16 + f32" : "bf16 = bf16 + bf16", kib[i],
+			       (double)(n * 2 * it) / tc / 1e9,
+			       ok ? (double)(n * 2 * it) / tg / 1e9 : 0.0, ok ? tc / tg : 0.0,
+			       !ok ? "error" : memcmp(ref, out, n * 2) ? "NO" : "yes");
+		}
+	}
+	free(h0);
+	free(h1);
+	free(ref);
+	free(out);
+}
+
+/*
+ * Many small tensors (16 KiB of bf16 output each, 64 MiB in all, as norm
+ * weights and biases come): one CPU thread, the GPU one job at a time,
+ * and the GPU with all of them as one batch.
+ */
+static void small_batch(const struct rfs_kern_ops *simd)
+{
+	size_t nj = 4096, n = 8192, i;
+	char *h0 = xmalloc(nj * n * 2), *h1 = xmalloc(nj * n * 2);
+	char *ref = xmalloc(nj * n * 2), *out = xmalloc(nj * n * 2);
+	struct rfs_kern_term *t = calloc(nj * 2, sizeof(*t));
+	struct rfs_kern_job *jobs = calloc(nj, sizeof(*jobs));
+	double tc, t1, tb;
+	int ok1 = 1, okb;
+
+	if (!t || !jobs)
+		exit(1);
+	fill(RFS_KDT_BF16, h0, nj * n, 21);
+	fill(RFS_KDT_BF16, h1, nj * n, 22);
+	for (i = 0; i < nj; i++)
+		make_job(&jobs[i], t + 2 * i, RFS_KDT_BF16, RFS_KDT_BF16, h0 + i * n * 2,
+			 h1 + i * n * 2, ref + i * n * 2, n);
+	tc = now();
+	for (i = 0; i < nj; i++)
+		rfs_kern_run(simd, &jobs[i]);
+	tc = now() - tc;
+	for (i = 0; i < nj; i++)
+		jobs[i].out = out + i * n * 2;
+	rfs_cuda_run_batch(jobs, 16); /* warm-up */
+	t1 = now();
+	for (i = 0; ok1 && i < nj; i++)
+		ok1 = !rfs_cuda_run(&jobs[i]);
+	t1 = now() - t1;
+	ok1 = ok1 && !memcmp(ref, out, nj * n * 2);
+	memset(out, 0, nj * n * 2);
+	tb = now();
+	okb = !rfs_cuda_run_batch(jobs, nj);
+	tb = now() - tb;
+	okb = okb && !memcmp(ref, out, nj * n * 2);
+	printf("\n%zu small tensors of %zu bf16 elements (bf16 + bf16), %zu MiB of output\n",
+	       nj, n, nj * n * 2 >> 20);
+	printf("  %-26s %10s %12s  %s\n", "backend", "ms", "GB/s out", "same bytes as CPU");
+	printf("  %-26s %10.2f %12.2f  %s\n", simd->name, tc * 1e3,
+	       (double)(nj * n * 2) / tc / 1e9, "(reference)");
+	printf("  %-26s %10.2f %12.2f  %s\n", "cuda, one job at a time", t1 * 1e3,
+	       (double)(nj * n * 2) / t1 / 1e9, ok1 ? "yes" : "NO");
+	printf("  %-26s %10.2f %12.2f  %s\n", "cuda, one batch", tb * 1e3,
+	       (double)(nj * n * 2) / tb / 1e9, okb ? "yes" : "NO");
+	free(h0);
+	free(h1);
+	free(ref);
+	free(out);
+	free(t);
+	free(jobs);
 }
 
 int main(int argc, char **argv)
@@ -226,6 +348,10 @@ int main(int argc, char **argv)
 		free(out);
 		free(h0);
 		free(h1);
+	}
+	if (gpu) {
+		sweep(simd, mib);
+		small_batch(simd);
 	}
 	return gpu ? 0 : 77;
 }

@@ -499,6 +499,81 @@ static void test_device(void)
 	}
 }
 
+/** One batch of @nj random jobs of up to @maxn elements, against the
+ * scalar reference job by job. */
+static void check_batch(const char *what, size_t nj, size_t maxn, uint64_t *s)
+{
+	struct tjob *tj = calloc(nj, sizeof(*tj));
+	struct rfs_kern_job *jobs = calloc(nj, sizeof(*jobs));
+	void **ref = calloc(nj, sizeof(*ref));
+	size_t i;
+	char w[96];
+
+	if (!tj || !jobs || !ref)
+		exit(1);
+	for (i = 0; i < nj; i++) {
+		static const unsigned nts[] = { 1, 2, 2, 3, 17 };
+		/* mostly small tensors (norms, biases), some empty, some big */
+		size_t n = rnd(s) % 8 == 0 ? 0 : rnd(s) % 5 == 0 ? 1 + rnd(s) % maxn :
+				1 + rnd(s) % 5000;
+		size_t osz;
+
+		random_job(&tj[i], n, nts[rnd(s) % NELEM(nts)], s);
+		osz = rfs_kdt_size(tj[i].job.out_dtype);
+		ref[i] = malloc(n * osz + 1);
+		jobs[i] = tj[i].job;
+		jobs[i].out = malloc(n * osz + 1);
+		if (!ref[i] || !jobs[i].out)
+			exit(1);
+		memset(jobs[i].out, 0xA5, n * osz);
+		tj[i].job.out = ref[i];
+		rfs_kern_run(&rfs_kern_scalar, &tj[i].job);
+	}
+	if (rfs_cuda_run_batch(jobs, nj)) {
+		fprintf(stderr, "FAIL %s: rfs_cuda_run_batch returned -1\n", what);
+		failures++;
+	} else {
+		for (i = 0; i < nj; i++) {
+			snprintf(w, sizeof(w), "%s job %zu (n %zu, %u terms)", what, i,
+				 jobs[i].n, jobs[i].nterms);
+			compare(w, &jobs[i], ref[i], jobs[i].out);
+		}
+	}
+	for (i = 0; i < nj; i++) {
+		free(ref[i]);
+		free(jobs[i].out);
+		tjob_free(&tj[i]);
+	}
+	free(tj);
+	free(jobs);
+	free(ref);
+}
+
+/** Batches: many small jobs packed into shared chunks, jobs split across
+ * chunks, empty jobs, invalid batches. */
+static void test_batch(void)
+{
+	uint64_t s = 6;
+	struct rfs_kern_term t = { RFS_KDT_F32, NULL, 0, 1.0f };
+	struct rfs_kern_job bad[2] = { { RFS_KDT_F32, NULL, 0, 1, &t, 0 },
+				       { RFS_KDT_F32, NULL, 4, 0, &t, 0 } };
+	int i;
+
+	for (i = 0; i < 6; i++)
+		check_batch("batch of small jobs", 2 + (size_t)rnd(&s) % 300, 20000, &s);
+	/* several chunks: big jobs between small ones */
+	check_batch("batch with big jobs", 40, 3000000, &s);
+	check_batch("batch with big jobs", 7, 9000000, &s);
+	if (rfs_cuda_run_batch(NULL, 0) != 0 || rfs_cuda_run_batch(bad, 1) != 0) {
+		fprintf(stderr, "FAIL empty batch: not 0\n");
+		failures++;
+	}
+	if (rfs_cuda_run_batch(bad, 2) != -1) {
+		fprintf(stderr, "FAIL batch with an invalid job: not -1\n");
+		failures++;
+	}
+}
+
 static void *thread_main(void *arg)
 {
 	uint64_t s = 100 + (uintptr_t)arg;
@@ -568,6 +643,7 @@ int main(void)
 	test_random();
 	test_large();
 	test_device();
+	test_batch();
 	test_threads();
 	if (!rfs_cuda_available()) {
 		fprintf(stderr, "FAIL the GPU was marked unusable\n");

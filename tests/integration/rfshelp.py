@@ -762,11 +762,20 @@ class Result:
         return f"residfs {' '.join(self.args)} -> {self.returncode}\nstdout: {self.stdout}\nstderr: {self.stderr}"
 
 
-def run(args, cwd=None, timeout=120):
-    """Runs residfs; output goes through files (a daemon must not hold a pipe open)."""
+def run(args, cwd=None, timeout=120, env=None):
+    """Runs residfs; output goes through files (a daemon must not hold a pipe open).
+    env: variables to set (None as a value: unset) on top of this process's."""
+    full = None
+    if env is not None:
+        full = dict(os.environ)
+        for k, v in env.items():
+            if v is None:
+                full.pop(k, None)
+            else:
+                full[k] = v
     with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
         p = subprocess.run([residfs_bin(), *args], stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                           cwd=cwd, timeout=timeout)
+                           cwd=cwd, timeout=timeout, env=full)
         o.seek(0)
         e.seek(0)
         return Result(list(args), p.returncode, o.read().decode(errors="replace"),

@@ -32,7 +32,9 @@ struct fake_dim {
 	unsigned x, y, z;
 };
 
-extern thread_local fake_dim blockIdx, threadIdx, blockDim, gridDim;
+/* static: one set per translation unit (launches and kernels share one);
+ * an extern thread_local trips UBSan's null check through its TLS wrapper */
+static thread_local fake_dim blockIdx, threadIdx, blockDim, gridDim;
 
 struct uint2 {
 	unsigned x, y;

@@ -1,7 +1,6 @@
 /* State of the CPU stand-in for CUDA (see cuda_runtime.h). */
 #include "cuda_runtime.h"
 
-thread_local fake_dim blockIdx, threadIdx, blockDim, gridDim;
 int fake_ndev = 1;
 static int fake_fail_at;
 static int fake_calls;
