@@ -503,7 +503,8 @@ static int add_other_base_files(struct build *b, const char *dir)
 		names = g;
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_cstr);
+	if (n > 1) /* qsort wants a non-NULL array even for none */
+		qsort(names, n, sizeof(*names), cmp_cstr);
 	for (i = 0; i < n && !ret; i++)
 		ret = add_passthrough_file(b, dir, names[i]);
 out:
@@ -1194,7 +1195,8 @@ static int plan_compute(struct build *b)
 		    strcmp(ins->tensors[i].t->name, "lm_head.weight"))
 			note(b, "instruct tensor '%s' has no base tensor and is left out",
 			     ins->tensors[i].t->name);
-	qsort(c, n, sizeof(*c), cmp_cout);
+	if (n > 1)
+		qsort(c, n, sizeof(*c), cmp_cout);
 	{
 		struct outt *o = calloc(n ? n : 1, sizeof(*o));
 

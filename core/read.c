@@ -43,10 +43,14 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Per-thread operand buffers, kept between reads so the read path does
- * not allocate (FUSE threads come and go: freed by the key's destructor). */
+struct batch;
+
+/* Per-thread operand buffers and batch, kept between reads so the read
+ * path does not allocate (FUSE threads come and go: freed by the key's
+ * destructor). */
 struct scratch {
 	char *buf[RFS_SPEC_MAX_TERMS + 1];
+	struct batch *batch;
 };
 
 static pthread_key_t scratch_key;
@@ -59,6 +63,7 @@ static void scratch_free(void *p)
 
 	for (i = 0; i <= RFS_SPEC_MAX_TERMS; i++)
 		free(s->buf[i]);
+	free(s->batch);
 	free(s);
 }
 
@@ -183,28 +188,13 @@ struct batch {
 	struct edge edge[BATCH_COMPS * 2];
 };
 
-static pthread_key_t batch_key;
-static pthread_once_t batch_once = PTHREAD_ONCE_INIT;
-
-static void batch_key_init(void)
-{
-	pthread_key_create(&batch_key, free);
-}
-
 static struct batch *get_batch(void)
 {
-	struct batch *b;
+	struct scratch *s = get_scratch();
 
-	pthread_once(&batch_once, batch_key_init);
-	b = pthread_getspecific(batch_key);
-	if (!b) {
-		b = calloc(1, sizeof(*b));
-		if (b && pthread_setspecific(batch_key, b)) {
-			free(b);
-			b = NULL;
-		}
-	}
-	return b;
+	if (s && !s->batch)
+		s->batch = calloc(1, sizeof(*s->batch));
+	return s ? s->batch : NULL;
 }
 
 static int batch_full(const struct batch *b)

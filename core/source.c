@@ -142,7 +142,8 @@ static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 		}
 		names[u++] = e->valuestring;
 	}
-	qsort(names, u, sizeof(*names), cmp_str);
+	if (u > 1)
+		qsort(names, u, sizeof(*names), cmp_str);
 	for (i = 0, n = 0; i < u; i++)
 		if (!n || strcmp(names[n - 1], names[i]))
 			names[n++] = names[i];

@@ -405,7 +405,8 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 		if (ret)
 			goto out;
 	}
-	qsort(f->tensors, f->ntensors, sizeof(*f->tensors), cmp_begin);
+	if (f->ntensors > 1)
+		qsort(f->tensors, f->ntensors, sizeof(*f->tensors), cmp_begin);
 	for (i = 0; i < f->ntensors; i++) {
 		const struct rfs_st_tensor *t = &f->tensors[i];
 
