@@ -2,7 +2,9 @@
 # tests/cuda/emu/run.sh - run tests/cuda/test_cuda.c against
 # kernels/cuda/kern_cuda.cu compiled for the CPU (no GPU, no nvcc needed:
 # g++ and gcc only).  Checks the kernels' arithmetic, the multi-pass and
-# chunked stream pipeline and the context pool, not the GPU itself.
+# chunked stream pipeline and the context pool, not the GPU itself; then
+# that a CUDA error in the middle of a batch is finished on the CPU with the
+# right bytes (kernels/backend.c, tests/cuda/emu/test_fallback.c).
 #
 # usage: tests/cuda/emu/run.sh [out-dir]   (SANITIZE=address,undefined or
 #        SANITIZE=thread adds -fsanitize; FAKE_FAIL_AT=n injects an error)
@@ -30,4 +32,13 @@ gcc -std=gnu11 -O2 -g "${san[@]}" -ffp-contract=off -D_GNU_SOURCE "${inc[@]}" \
 	-c tests/cuda/test_cuda.c -o "$out/test_cuda.o"
 g++ "${san[@]}" -o "$out/test_cuda_emu" "$out/test_cuda.o" "$out/kern_cuda_emu.o" \
 	"$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" -lpthread
-exec "$out/test_cuda_emu"
+# the backend's fallback: an error injected mid-batch (tests/cuda/emu/test_fallback.c)
+for f in kernels/backend.c tests/cuda/emu/test_fallback.c; do
+	gcc -std=gnu11 -O2 -g "${san[@]}" -ffp-contract=off -D_GNU_SOURCE -DRFS_HAVE_CUDA=1 \
+		"${inc[@]}" -c "$f" -o "$out/$(basename "$f" .c).o"
+done
+g++ "${san[@]}" -o "$out/test_fallback" "$out/test_fallback.o" "$out/backend.o" \
+	"$out/kern_cuda_emu.o" "$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" -lpthread
+"$out/test_cuda_emu"
+FAKE_FAIL_AT=3 "$out/test_fallback" cuda
+FAKE_FAIL_AT=3 "$out/test_fallback" auto
