@@ -154,9 +154,10 @@ void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern
 		if (total < gpu_min())
 			goto on_cpu;
 		if (sel == RFS_BACKEND_CUDA) {
-			if (rfs_cuda_run_batch(jobs, n) == 0)
+			/* busy (all contexts taken) or failed: finish here */
+			if (rfs_cuda_try_batch(jobs, n) == 0)
 				return;
-			goto on_cpu; /* the GPU failed: finish here */
+			goto on_cpu;
 		}
 		st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
 		if (st == GPU_UNTRIED) {
@@ -172,7 +173,7 @@ void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern
 			}
 			st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
 		}
-		if (st == GPU_USE && rfs_cuda_run_batch(jobs, n) == 0)
+		if (st == GPU_USE && rfs_cuda_try_batch(jobs, n) == 0)
 			return;
 	}
 on_cpu:

@@ -39,7 +39,10 @@ void rfs_backend_run(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *
  * Runs @n jobs (outputs disjoint) as one batch.  The GPU rules above apply
  * to the batch's total element count, so a read or an export block that
  * covers many small tensors is one GPU submission instead of many CPU
- * jobs; on the CPU the jobs run one after another.
+ * jobs; on the CPU the jobs run one after another.  A batch meant for the
+ * GPU runs on the CPU when all of the GPU's contexts are taken by other
+ * threads, so that threads beyond what the GPU serves at once do not queue
+ * behind it.
  */
 void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs,
 			   size_t n);

@@ -634,8 +634,9 @@ static cudaError_t rfs_cuda_grow_dev(char **p, size_t *cap, size_t need)
 	return e;
 }
 
-/** Takes a context: a free one if any, else waits for one. */
-static struct rfs_cuda_ctx *rfs_cuda_get_ctx(void)
+/** Takes a context: a free one if any, else waits for one (@wait) or
+ * returns NULL. */
+static struct rfs_cuda_ctx *rfs_cuda_get_ctx(int wait)
 {
 	unsigned start = __atomic_fetch_add(&rfs_cuda_rr, 1, __ATOMIC_RELAXED);
 	unsigned i;
@@ -647,6 +648,8 @@ static struct rfs_cuda_ctx *rfs_cuda_get_ctx(void)
 		if (!pthread_mutex_trylock(&c->lock))
 			return c;
 	}
+	if (!wait)
+		return NULL;
 	pthread_mutex_lock(&rfs_cuda_pool[start % RFS_CUDA_NCTX].lock);
 	return &rfs_cuda_pool[start % RFS_CUDA_NCTX];
 }
@@ -839,7 +842,9 @@ static cudaError_t rfs_cuda_issue(struct rfs_cuda_slot *s, const void **ptrs,
 	return e;
 }
 
-extern "C" int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs)
+/* rfs_cuda_run_batch and rfs_cuda_try_batch: 1 when !@wait and every
+ * context is busy. */
+static int rfs_cuda_batch(const struct rfs_kern_job *jobs, size_t njobs, int wait)
 {
 	const void **ptrs = NULL;
 	unsigned long long *have = NULL;
@@ -864,7 +869,11 @@ extern "C" int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs)
 	if (!ptrs || !have)
 		goto out_free;
 
-	c = rfs_cuda_get_ctx();
+	c = rfs_cuda_get_ctx(wait);
+	if (!c) {
+		ret = 1;
+		goto out_free;
+	}
 	RFS_CUDA_CK(cudaSetDevice(rfs_cuda_dev));
 	if (!c->ready) {
 		for (i = 0; i < RFS_CUDA_NSLOT; i++)
@@ -895,6 +904,16 @@ out_free:
 	free(ptrs);
 	free(have);
 	return ret;
+}
+
+extern "C" int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs)
+{
+	return rfs_cuda_batch(jobs, njobs, 1);
+}
+
+extern "C" int rfs_cuda_try_batch(const struct rfs_kern_job *jobs, size_t njobs)
+{
+	return rfs_cuda_batch(jobs, njobs, 0);
 }
 
 extern "C" int rfs_cuda_run(const struct rfs_kern_job *job)

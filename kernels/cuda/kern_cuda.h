@@ -84,6 +84,16 @@ int rfs_cuda_run(const struct rfs_kern_job *job);
 int rfs_cuda_run_batch(const struct rfs_kern_job *jobs, size_t njobs);
 
 /**
+ * rfs_cuda_run_batch() without waiting: when every context of the pool is
+ * taken by other threads, returns 1 at once and computes nothing, so the
+ * caller can use the CPU instead of queueing behind the GPU.
+ *
+ * @return 0 on success, 1 when all contexts are busy, -1 as
+ *         rfs_cuda_run_batch().
+ */
+int rfs_cuda_try_batch(const struct rfs_kern_job *jobs, size_t njobs);
+
+/**
  * Runs @job with data already on the device (for benchmarks and for
  * callers that keep tensors on the GPU).
  *
