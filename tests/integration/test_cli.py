@@ -181,3 +181,20 @@ def test_export_large_files(tmp_path):
     sizes = [os.path.getsize(os.path.join(out, f)) for f in exp.st]
     assert max(sizes) > 16 << 20 and any(s % 4096 for s in sizes), sizes
     H.verify_dir(out, exp, reads=False)
+
+
+def test_help_matches_docs():
+    """Every option of `residfs --help` is documented in docs/cli.md and every option
+    documented there is in --help (but --help and --version themselves)."""
+    import re
+    r = H.run(["--help"])
+    assert r.returncode == 0, r
+    opt = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+    with open(os.path.join(H.REPO, "docs", "cli.md")) as f:
+        doc = f.read()
+    in_help, in_doc = set(opt.findall(r.stdout)), set(opt.findall(doc))
+    assert in_help - in_doc == set(), f"in --help but not in docs/cli.md: {sorted(in_help - in_doc)}"
+    assert in_doc - in_help - {"--help", "--version"} == set(), \
+        f"in docs/cli.md but not in --help: {sorted(in_doc - in_help)}"
+    env = re.compile(r"RESIDFS_[A-Z_]+")
+    assert set(env.findall(r.stdout)) <= set(env.findall(doc))
