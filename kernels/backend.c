@@ -1,6 +1,7 @@
 #include "backend.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,20 @@ static enum rfs_backend sel = RFS_BACKEND_AUTO;
 enum { GPU_UNTRIED, GPU_MEASURING, GPU_USE, GPU_NO };
 
 static int gpu_state = GPU_UNTRIED; /* auto mode's verdict, atomic */
-static char verdict[160] = "not measured yet";
+static char verdict[160] = "not measured yet"; /* under verdict_lock */
+static pthread_mutex_t verdict_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void set_verdict(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_verdict(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&verdict_lock);
+	va_start(ap, fmt);
+	vsnprintf(verdict, sizeof(verdict), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&verdict_lock);
+}
 #endif
 
 int rfs_backend_parse(const char *s)
@@ -106,13 +120,13 @@ static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *j
 	}
 	if (ok < 0) {
 		ok = 0;
-		snprintf(verdict, sizeof(verdict), "cpu: the GPU returned different bytes; not used");
+		set_verdict("cpu: the GPU returned different bytes; not used");
 		fprintf(stderr, "residfs: warning: the CUDA backend disagrees with the CPU; using the CPU\n");
 	} else if (!ok) {
-		snprintf(verdict, sizeof(verdict), "cpu: the GPU failed; not used");
+		set_verdict("cpu: the GPU failed; not used");
 	} else {
 		ok = tg < tc;
-		snprintf(verdict, sizeof(verdict), "%s: %zu elements took %.2f ms on the GPU, %.2f ms on the CPU",
+		set_verdict("%s: %zu elements took %.2f ms on the GPU, %.2f ms on the CPU",
 			 ok ? "cuda" : "cpu", total, tg * 1e3, tc * 1e3);
 	}
 	free(out);
@@ -164,7 +178,7 @@ void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern
 			int expect = GPU_UNTRIED;
 
 			if (!rfs_cuda_available()) {
-				snprintf(verdict, sizeof(verdict), "cpu: no CUDA device answers");
+				set_verdict("cpu: no CUDA device answers");
 				__atomic_store_n(&gpu_state, GPU_NO, __ATOMIC_RELEASE);
 			} else if (__atomic_compare_exchange_n(&gpu_state, &expect, GPU_MEASURING, 0,
 							       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -202,7 +216,9 @@ void rfs_backend_describe(char *buf, size_t len)
 		break;
 	default:
 #ifdef RFS_HAVE_CUDA
+		pthread_mutex_lock(&verdict_lock);
 		snprintf(buf, len, "auto: cpu (%s); %s", cpu, verdict);
+		pthread_mutex_unlock(&verdict_lock);
 #else
 		snprintf(buf, len, "auto: cpu (%s); built without CUDA", cpu);
 #endif

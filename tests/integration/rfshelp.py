@@ -913,3 +913,19 @@ def compare_dirs(a, b, skip=()):
             continue
         assert_same(read_file(os.path.join(b, fn)), read_file(os.path.join(a, fn)),
                     f"{b}/{fn} vs {a}/{fn}", locator(read_file(os.path.join(a, fn))) if fn.endswith(".safetensors") else None)
+
+
+def daemon_pids(mp):
+    """PIDs of the residfs processes serving mountpoint mp (by their command line)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.fsencode(mp) in args and any(a.endswith(b"residfs") for a in args):
+            out.append(int(pid))
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rfshelp as H
-from conftest import _llama
+from conftest import _llama, export
 
 ALL_GPU = {"RESIDFS_GPU_MIN_ELEMENTS": "1"}
 NO_CUDA = ("--backend cuda: no CUDA device answers", "--backend cuda: this residfs was built without CUDA")
@@ -166,3 +166,43 @@ def test_elements_cut_by_request_edges(mounter, cut, tmp_path):
         H.verify_dir(mp, exp, reads=True, seed=5)
         H.compare_dirs(mp, out)
         assert H.unmount(mp), mp
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """3000 bf16 tensors of 16 to 39 elements: a 4 KiB page holds over 64 whole tensors
+    (more than a batch) and cuts the next one."""
+    root = str(tmp_path_factory.mktemp("tiny"))
+    rng = np.random.default_rng(79)
+    bt = {f"model.t{i:04d}.weight": H.T.from_f32("BF16", (int(n),), rng.normal(0, 1, int(n)))
+          for i, n in enumerate(rng.integers(16, 40, 3000))}
+    base = H.write_model(os.path.join(root, "base"), bt, H.llama_config(16, 8, 8, 1, 8, False, "BF16"))
+    d = {n: H.T.from_f32("F32", t.shape, rng.normal(0, 0.1, t.numel)) for n, t in bt.items()}
+    r = H.write_residuals(os.path.join(root, "r"), d, vocab=16, tokenizer=False)
+    return base, r
+
+
+def test_page_reads_across_many_tiny_tensors(mounter, tiny, tmp_path):
+    """Page-sized reads, each over more tensors than a batch holds and ending inside a
+    tensor (a partial cache block): the right bytes, and no operand mapping left behind in
+    the daemon (every window of every batch is unmapped)."""
+    base, r = tiny
+    spec = f"{base.path}+{r.path}"
+    out = export([spec], os.path.join(str(tmp_path), "x"))
+    mp = mounter.mount(spec)
+    fn = "model.safetensors"
+    want = H.read_file(os.path.join(out, fn))
+    fd = os.open(os.path.join(mp, fn), os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for page in range(0, len(want), 4096):
+            got = os.pread(fd, 4096, page)
+            assert got == want[page:page + 4096], f"{fn}: page at {page} differs"
+    finally:
+        os.close(fd)
+    pids = H.daemon_pids(mp)
+    assert pids, "no daemon found for the mount"
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as f:
+            left = [line for line in f if ".safetensors" in line]
+        assert not left, f"the daemon still maps source files after the reads: {left[:3]}"

@@ -116,18 +116,7 @@ def test_unmount_ends_daemon(mounter, llama):
     H.read_file(os.path.join(mp, "config.json"))
 
     def daemons():
-        out = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
-            except OSError:
-                continue
-            if os.fsencode(mp) in args and any(a.endswith(b"residfs") for a in args):
-                out.append(int(pid))
-        return out
+        return H.daemon_pids(mp)
 
     assert daemons(), "no residfs daemon serves the mount"
     r = subprocess.run(["fusermount3", "-u", mp], capture_output=True, text=True)
