@@ -24,33 +24,11 @@ const struct rfs_kern_ops *rfs_kern_avx512(void)
 static const struct rfs_kern_ops *best;
 static pthread_once_t best_once = PTHREAD_ONCE_INIT;
 
-static int cpu_has_avx2(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-#else
-	return 0;
-#endif
-}
-
-static int cpu_has_avx512(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") &&
-	       __builtin_cpu_supports("avx512bw") &&
-	       __builtin_cpu_supports("avx512vl");
-#else
-	return 0;
-#endif
-}
-
 static void pick_best(void)
 {
 	const char *want = getenv("RESIDFS_KERNEL");
-	const struct rfs_kern_ops *z = cpu_has_avx512() ? rfs_kern_avx512() : NULL;
-	const struct rfs_kern_ops *y = cpu_has_avx2() ? rfs_kern_avx2() : NULL;
+	const struct rfs_kern_ops *z = rfs_kern_avx512();
+	const struct rfs_kern_ops *y = rfs_kern_avx2();
 
 	best = &rfs_kern_scalar;
 	if (want && !strcmp(want, "scalar"))

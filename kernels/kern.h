@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum rfs_kdt {
 	RFS_KDT_F32 = 0,
@@ -61,9 +62,9 @@ struct rfs_kern_ops {
 
 /** Scalar reference backend. */
 extern const struct rfs_kern_ops rfs_kern_scalar;
-/** AVX2+F16C backend, or NULL when not compiled in. */
+/** AVX2+F16C backend, or NULL when not compiled in or this CPU lacks it. */
 const struct rfs_kern_ops *rfs_kern_avx2(void);
-/** AVX-512 (F+BW+VL) backend, or NULL when not compiled in. */
+/** AVX-512 (F+BW+VL) backend, or NULL when not compiled in or this CPU lacks it. */
 const struct rfs_kern_ops *rfs_kern_avx512(void);
 
 /**
@@ -93,6 +94,23 @@ struct rfs_kern_job {
 
 /** Runs @job with backend @ops; needs no allocation (uses stack chunks). */
 void rfs_kern_run(const struct rfs_kern_ops *ops, const struct rfs_kern_job *job);
+
+/** The bits of float32 @f, and back. */
+static inline uint32_t rfs_f32_bits(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+static inline float rfs_bits_f32(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, 4);
+	return f;
+}
 
 /* Scalar conversions, exposed for tests and header code. */
 float rfs_bf16_to_f32(uint16_t h);

@@ -173,5 +173,6 @@ static const struct rfs_kern_ops avx2_ops = {
 
 const struct rfs_kern_ops *rfs_kern_avx2(void)
 {
-	return &avx2_ops;
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? &avx2_ops : NULL;
 }

@@ -158,5 +158,11 @@ static const struct rfs_kern_ops avx512_ops = {
 
 const struct rfs_kern_ops *rfs_kern_avx512(void)
 {
-	return &avx512_ops;
+	int ok;
+
+	__builtin_cpu_init();
+	ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+	     __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	     __builtin_cpu_supports("avx512vl");
+	return ok ? &avx512_ops : NULL;
 }

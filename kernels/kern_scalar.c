@@ -6,30 +6,14 @@
 
 #include <string.h>
 
-static uint32_t f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 float rfs_bf16_to_f32(uint16_t h)
 {
-	return u2f((uint32_t)h << 16);
+	return rfs_bits_f32((uint32_t)h << 16);
 }
 
 uint16_t rfs_f32_to_bf16(float f)
 {
-	uint32_t u = f2u(f);
+	uint32_t u = rfs_f32_bits(f);
 
 	if ((u & 0x7FFFFFFFu) > 0x7F800000u)
 		return (uint16_t)((u >> 16) | 0x40); /* quiet NaN, sign kept */
@@ -44,11 +28,11 @@ float rfs_f16_to_f32(uint16_t h)
 	uint32_t man = h & 0x3FF;
 
 	if (exp == 0x1F) /* Inf or NaN; NaN payload kept, quieted */
-		return u2f(sign | 0x7F800000u | (man << 13) |
+		return rfs_bits_f32(sign | 0x7F800000u | (man << 13) |
 			   (man ? 0x400000u : 0));
 	if (exp == 0) {
 		if (man == 0)
-			return u2f(sign);
+			return rfs_bits_f32(sign);
 		/* subnormal: value = man * 2^-24, exact in float32 */
 		exp = 127 - 15 + 1;
 		while (!(man & 0x400)) {
@@ -56,14 +40,14 @@ float rfs_f16_to_f32(uint16_t h)
 			exp--;
 		}
 		man &= 0x3FF;
-		return u2f(sign | (exp << 23) | (man << 13));
+		return rfs_bits_f32(sign | (exp << 23) | (man << 13));
 	}
-	return u2f(sign | ((exp + 127 - 15) << 23) | (man << 13));
+	return rfs_bits_f32(sign | ((exp + 127 - 15) << 23) | (man << 13));
 }
 
 uint16_t rfs_f32_to_f16(float f)
 {
-	uint32_t u = f2u(f);
+	uint32_t u = rfs_f32_bits(f);
 	uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
 	uint32_t abs = u & 0x7FFFFFFFu;
 	int32_t exp;
@@ -150,7 +134,7 @@ static inline float add_nan_acc(float a, float p)
 	float r = a + p;
 
 	if (a != a)
-		r = u2f(f2u(a) | 0x400000u);
+		r = rfs_bits_f32(rfs_f32_bits(a) | 0x400000u);
 	return r;
 }
 

@@ -30,22 +30,6 @@ static uint64_t rnd(uint64_t *s)
 	return *s * 0x2545F4914F6CDD1DULL;
 }
 
-static float u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-static uint32_t f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
 /* ---- special values ---- */
 
 static const uint32_t spec_f32[] = {
@@ -85,7 +69,7 @@ static float plain_value(uint64_t *s)
 	uint64_t r = rnd(s);
 	uint32_t exp = 119 + (uint32_t)(r % 17);
 
-	return u2f((uint32_t)((r >> 8) & 0x80000000u) | (exp << 23) |
+	return rfs_bits_f32((uint32_t)((r >> 8) & 0x80000000u) | (exp << 23) |
 		   (uint32_t)((r >> 20) & 0x7FFFFF));
 }
 
@@ -113,7 +97,7 @@ static void fill(enum rfs_kdt t, void *dst, size_t n, enum fill f, uint64_t *s)
 		} else {
 			float p = plain_value(s);
 
-			v = t == RFS_KDT_F32 ? f2u(p) :
+			v = t == RFS_KDT_F32 ? rfs_f32_bits(p) :
 			    t == RFS_KDT_BF16 ? rfs_f32_to_bf16(p) : rfs_f32_to_f16(p);
 		}
 		if (t == RFS_KDT_F32)

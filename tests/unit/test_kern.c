@@ -21,22 +21,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint32_t f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 /* xorshift64*: deterministic, so a failure can be replayed. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
@@ -103,36 +87,15 @@ struct backend {
 	const struct rfs_kern_ops *ops;
 };
 
-static int cpu_avx2(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-#else
-	return 0;
-#endif
-}
-
-static int cpu_avx512(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	return cpu_avx2() && __builtin_cpu_supports("avx512f") &&
-	       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-#else
-	return 0;
-#endif
-}
-
 /* Scalar first, then every SIMD backend compiled in and runnable here. */
 static size_t backends(struct backend *b)
 {
 	size_t n = 0;
 
 	b[n++] = (struct backend){ "scalar", &rfs_kern_scalar };
-	if (rfs_kern_avx2() && cpu_avx2())
+	if (rfs_kern_avx2())
 		b[n++] = (struct backend){ "avx2", rfs_kern_avx2() };
-	if (rfs_kern_avx512() && cpu_avx512())
+	if (rfs_kern_avx512())
 		b[n++] = (struct backend){ "avx512", rfs_kern_avx512() };
 	return n;
 }
@@ -191,7 +154,7 @@ static void test_f32_to_bf16(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		uint16_t got = rfs_f32_to_bf16(u2f(v[i].in));
+		uint16_t got = rfs_f32_to_bf16(rfs_bits_f32(v[i].in));
 
 		if (got != v[i].want) {
 			print_error("rfs_f32_to_bf16(0x%08x) = 0x%04x, want 0x%04x (%s)\n",
@@ -221,7 +184,7 @@ static void test_bf16_to_f32(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		uint32_t got = f2u(rfs_bf16_to_f32(v[i].in));
+		uint32_t got = rfs_f32_bits(rfs_bf16_to_f32(v[i].in));
 
 		if (got != v[i].want) {
 			print_error("rfs_bf16_to_f32(0x%04x) = 0x%08x, want 0x%08x (%s)\n",
@@ -235,7 +198,7 @@ static void test_bf16_to_f32(void **state)
 		uint16_t back = rfs_f32_to_bf16(rfs_bf16_to_f32((uint16_t)h));
 		uint16_t want = (h & 0x7FFF) > 0x7F80 ? (uint16_t)(h | 0x40) : (uint16_t)h;
 
-		if (f2u(rfs_bf16_to_f32((uint16_t)h)) != h << 16 || back != want) {
+		if (rfs_f32_bits(rfs_bf16_to_f32((uint16_t)h)) != h << 16 || back != want) {
 			if (bad++ < 10)
 				print_error("bf16 0x%04x: widen/narrow gives 0x%04x\n", h, back);
 		}
@@ -295,7 +258,7 @@ static void test_f32_to_f16(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		uint16_t got = rfs_f32_to_f16(u2f(v[i].in));
+		uint16_t got = rfs_f32_to_f16(rfs_bits_f32(v[i].in));
 
 		if (got != v[i].want) {
 			print_error("rfs_f32_to_f16(0x%08x) = 0x%04x, want 0x%04x (%s)\n",
@@ -338,7 +301,7 @@ static void test_f16_to_f32(void **state)
 
 	(void)state;
 	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		uint32_t got = f2u(rfs_f16_to_f32(v[i].in));
+		uint32_t got = rfs_f32_bits(rfs_f16_to_f32(v[i].in));
 
 		if (got != v[i].want) {
 			print_error("rfs_f16_to_f32(0x%04x) = 0x%08x, want 0x%08x (%s)\n",
@@ -568,7 +531,7 @@ static void test_run_grown_long(void **state)
 	for (i = 0; i < NB; i++)
 		base[i] = (uint16_t)(weight_f32() >> 16);
 	for (i = 0; i < ND; i++)
-		d[i] = u2f(weight_f32());
+		d[i] = rfs_bits_f32(weight_f32());
 	for (i = 0; i < N; i++) {
 		float a = i < NB ? rfs_bf16_to_f32(base[i]) : 0.0f;
 		float x = i < ND ? d[i] : 0.0f;
@@ -610,7 +573,7 @@ static void test_run_f16_out(void **state)
 	/* 1 + 2^-11 + 2^-22: above the tie; 65504 + 16 = 65520 -> inf;
 	 * 65504 + 15 stays; 2^-24 + 2^-25 = tie -> 2^-23; -2^-24 + 2^-24 = +0;
 	 * NaN delta -> NaN */
-	const float d[] = { 0x1p-11f + 0x1p-22f, 16.0f, 15.0f, 0x1p-25f, 0x1p-24f, u2f(0x7FC00000) };
+	const float d[] = { 0x1p-11f + 0x1p-22f, 16.0f, 15.0f, 0x1p-25f, 0x1p-24f, rfs_bits_f32(0x7FC00000) };
 	struct rfs_kern_term t[2] = {
 		{ RFS_KDT_F16, base, 6, 1.0f },
 		{ RFS_KDT_F32, d, 6, 1.0f },
@@ -649,7 +612,7 @@ static void test_run_f32_out(void **state)
 	const uint32_t wantf[] = { 0x3FC00001, 0x00000000 };
 
 	(void)state;
-	assert_int_equal(f2u(-1.0f + 2.0f * 0.3f), 0xBECCCCCC);
+	assert_int_equal(rfs_f32_bits(-1.0f + 2.0f * 0.3f), 0xBECCCCCC);
 	run_all(&j, want, sizeof(want), "f32 output");
 	j.cast_first = 1; /* rounding to f32 is the identity */
 	run_all(&j, want, sizeof(want), "f32 output cast-first");
@@ -946,7 +909,7 @@ static void axpy_compare(int nan_pairs, void **state)
 	fill_axpy(acc, x, N, nan_pairs);
 	for (k = 1; k < nb; k++) {
 		for (s = 0; s < nscales; s++) {
-			float sc = u2f(scales[s]);
+			float sc = rfs_bits_f32(scales[s]);
 			char what[64];
 			size_t o, m, i;
 
@@ -959,12 +922,12 @@ static void axpy_compare(int nan_pairs, void **state)
 			rfs_kern_scalar.axpy(want, (const float *)x, sc, N);
 			b[k].ops->axpy(got, (const float *)x, sc, N);
 			for (i = 0; i < N; i++) {
-				if (f2u(want[i]) != f2u(got[i])) {
+				if (rfs_f32_bits(want[i]) != rfs_f32_bits(got[i])) {
 					bad++;
 					if (shown++ < 20)
 						print_error("%s [%s]: element %zu acc 0x%08x x 0x%08x: scalar 0x%08x, %s 0x%08x\n",
 							    what, b[k].name, i, acc[i], x[i],
-							    f2u(want[i]), b[k].name, f2u(got[i]));
+							    rfs_f32_bits(want[i]), b[k].name, rfs_f32_bits(got[i]));
 				}
 			}
 			for (o = 0; o < 4; o++)
@@ -1024,7 +987,7 @@ static void fill_terms(void **data, const unsigned *dts, unsigned nt, int nan_pa
 				((uint16_t *)data[q])[e] = special_u16();
 			else
 				((uint16_t *)data[q])[e] = (uint16_t)(dts[q] == RFS_KDT_BF16 ?
-					r >> 16 : rfs_f32_to_f16(u2f(r)));
+					r >> 16 : rfs_f32_to_f16(rfs_bits_f32(r)));
 		}
 	}
 }
