@@ -4,41 +4,21 @@ safetensors package offers, bit-exact comparison of torch tensors, and the
 DESIGN section 3 formula computed with torch in float32."""
 import json
 import os
-import re
-import subprocess
-import tempfile
+import sys
 
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+import rfsproc as P  # noqa: E402
+from rfsproc import REPO, Result, is_mounted, residfs_bin, unmount  # noqa: E402,F401
 
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
             torch.float64: torch.int64}
 
 
-def residfs_bin():
-    return os.environ.get("RESIDFS_BIN") or os.path.join(REPO, "build", "fs", "residfs")
-
-
-class Result:
-    def __init__(self, args, rc, out, err):
-        self.args, self.returncode, self.stdout, self.stderr = args, rc, out, err
-
-    def __repr__(self):
-        return (f"residfs {' '.join(self.args)} -> {self.returncode}\n"
-                f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-4000:]}")
-
-
 def run(args, timeout=300, cwd=None):
-    """Runs residfs; output goes through files (a daemon must not hold a pipe open)."""
-    with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
-        p = subprocess.run([residfs_bin(), *args], stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                           timeout=timeout, cwd=cwd)
-        o.seek(0)
-        e.seek(0)
-        return Result([str(a) for a in args], p.returncode, o.read().decode(errors="replace"),
-                      e.read().decode(errors="replace"))
+    return P.run(args, cwd=cwd, timeout=timeout)
 
 
 def export(args, outdir):
@@ -48,26 +28,6 @@ def export(args, outdir):
 
 
 # ---- mounts ----------------------------------------------------------------------------
-
-def _unescape(s):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
-def is_mounted(mp):
-    mp = os.path.realpath(mp)
-    with open("/proc/self/mountinfo") as f:
-        return any(_unescape(line.split()[4]) == mp for line in f)
-
-
-def unmount(mp):
-    """fusermount3 -u, then -uz; True when nothing is mounted there any more."""
-    for flag in ("-u", "-uz"):
-        if not is_mounted(mp):
-            return True
-        subprocess.run(["fusermount3", flag, mp], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-    return not is_mounted(mp)
-
 
 class Mounter:
     """Mounts under @tmp; every mount is unmounted by cleanup() (and by the
