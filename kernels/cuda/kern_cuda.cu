@@ -654,20 +654,32 @@ static struct rfs_cuda_ctx *rfs_cuda_get_ctx(int wait)
 	return &rfs_cuda_pool[start % RFS_CUDA_NCTX];
 }
 
-/** Elements of @job per chunk when it has a chunk to itself. */
-static size_t rfs_cuda_job_chunk(const struct rfs_kern_job *job)
+/** Elements per chunk of a job whose terms take @esum bytes per element,
+ * when it has a chunk to itself. */
+static size_t rfs_cuda_job_chunk(size_t esum)
 {
-	size_t esum = 0, ch;
-	unsigned k;
+	size_t ch = RFS_CUDA_IN_BUDGET / esum;
 
-	for (k = 0; k < job->nterms; k++)
-		esum += rfs_kdt_size(job->terms[k].dtype);
-	ch = RFS_CUDA_IN_BUDGET / esum;
 	if (ch > RFS_CUDA_CHUNK_MAX)
 		ch = RFS_CUDA_CHUNK_MAX;
 	if (ch < RFS_CUDA_CHUNK_MIN)
 		ch = RFS_CUDA_CHUNK_MIN;
 	return ch - ch % 4096;
+}
+
+/** Elements term @t has among [pos, pos + len) of its job. */
+static size_t rfs_cuda_have(const struct rfs_kern_term *t, size_t pos, size_t len)
+{
+	size_t h = t->n > pos ? t->n - pos : 0;
+
+	return h < len ? h : len;
+}
+
+/** Bytes term @t takes in a chunk for [pos, pos + len): padded to the alignment. */
+static size_t rfs_cuda_staged(const struct rfs_kern_term *t, size_t pos, size_t len)
+{
+	return rfs_cuda_round_up(rfs_cuda_have(t, pos, len) * rfs_kdt_size(t->dtype),
+				 RFS_CUDA_ALIGN);
 }
 
 /** Staged input bytes of elements [pos, pos + len) of @job. */
@@ -677,14 +689,8 @@ static size_t rfs_cuda_seg_in(const struct rfs_kern_job *job, size_t pos,
 	size_t b = 0;
 	unsigned k;
 
-	for (k = 0; k < job->nterms; k++) {
-		const struct rfs_kern_term *t = &job->terms[k];
-		size_t h = t->n > pos ? t->n - pos : 0;
-
-		if (h > len)
-			h = len;
-		b += rfs_cuda_round_up(h * rfs_kdt_size(t->dtype), RFS_CUDA_ALIGN);
-	}
+	for (k = 0; k < job->nterms; k++)
+		b += rfs_cuda_staged(&job->terms[k], pos, len);
 	return b;
 }
 
@@ -717,8 +723,8 @@ static cudaError_t rfs_cuda_pack(struct rfs_cuda_slot *s,
 		for (k = 0; k < job->nterms; k++)
 			esum += rfs_kdt_size(job->terms[k].dtype);
 		len = job->n - *pos;
-		if (len > rfs_cuda_job_chunk(job))
-			len = rfs_cuda_job_chunk(job);
+		if (len > rfs_cuda_job_chunk(esum))
+			len = rfs_cuda_job_chunk(esum);
 		sin = rfs_cuda_seg_in(job, *pos, len);
 		sout = rfs_cuda_round_up(len * osz, RFS_CUDA_ALIGN);
 		if (s->nseg && (in_used + sin > RFS_CUDA_IN_BUDGET ||
@@ -808,13 +814,11 @@ static cudaError_t rfs_cuda_issue(struct rfs_cuda_slot *s, const void **ptrs,
 		for (k = 0; k < g->job->nterms; k++) {
 			const struct rfs_kern_term *t = &g->job->terms[k];
 			size_t tsz = rfs_kdt_size(t->dtype);
-			size_t h = t->n > g->pos ? t->n - g->pos : 0;
+			size_t h = rfs_cuda_have(t, g->pos, g->len);
 
-			if (h > g->len)
-				h = g->len;
 			if (h)
 				memcpy(s->h_in + off, (const char *)t->data + g->pos * tsz, h * tsz);
-			off += rfs_cuda_round_up(h * tsz, RFS_CUDA_ALIGN);
+			off += rfs_cuda_staged(t, g->pos, g->len);
 		}
 	}
 	e = cudaMemcpyAsync(s->d_in, s->h_in, s->in_bytes, cudaMemcpyHostToDevice, s->st);
@@ -825,13 +829,10 @@ static cudaError_t rfs_cuda_issue(struct rfs_cuda_slot *s, const void **ptrs,
 
 		for (k = 0; k < g->job->nterms; k++) {
 			const struct rfs_kern_term *t = &g->job->terms[k];
-			size_t h = t->n > g->pos ? t->n - g->pos : 0;
 
-			if (h > g->len)
-				h = g->len;
 			ptrs[k] = s->d_in + off;
-			have[k] = h;
-			off += rfs_cuda_round_up(h * rfs_kdt_size(t->dtype), RFS_CUDA_ALIGN);
+			have[k] = rfs_cuda_have(t, g->pos, g->len);
+			off += rfs_cuda_staged(t, g->pos, g->len);
 		}
 		e = rfs_cuda_passes(g->job, ptrs, have, s->d_out + g->out_off,
 				    (float *)s->d_acc, g->len, s->st);
