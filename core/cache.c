@@ -22,9 +22,15 @@
 
 enum { E_QUEUED, E_COMPUTING, E_READY };
 
+/*
+ * An entry holds bytes [start, start + len) of the computed tensor comp,
+ * and (comp, start, len) is its key: exactly the bytes it holds.  Two
+ * segments may share one tensor (compute mode writes a tied lm_head.weight
+ * as the embedding's delta), and the same file block of each holds
+ * different bytes of it, so the file block cannot be the key.
+ */
 struct entry {
 	const struct rfs_comp *comp;
-	uint64_t k;                /* block of the file: bytes [k*B, (k+1)*B) */
 	uint64_t start;            /* where the block starts in the tensor's bytes */
 	int state;
 	int refs;
@@ -95,26 +101,33 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static size_t bucket(const struct rfs_comp *comp, uint64_t k)
+static size_t bucket(const struct rfs_comp *comp, uint64_t start)
 {
-	uint64_t h = ((uint64_t)(uintptr_t)comp >> 4) * 0x9E3779B97F4A7C15ull ^ (k * 0xC2B2AE3D27D4EB4Full);
+	uint64_t h = ((uint64_t)(uintptr_t)comp >> 4) * 0x9E3779B97F4A7C15ull ^
+		     (start * 0xC2B2AE3D27D4EB4Full);
 
 	return (size_t)(h >> 40) & (NBUCKETS - 1);
 }
 
-static struct entry *find(struct rfs_cache *c, const struct rfs_comp *comp, uint64_t k)
+static uint64_t block_start(const struct rfs_seg *s, uint64_t k);
+static uint32_t block_len(const struct rfs_seg *s, uint64_t k);
+
+/* The entry of file block @k of segment @s, or NULL. */
+static struct entry *find(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
 {
+	uint64_t start = block_start(s, k);
+	uint32_t len = block_len(s, k);
 	struct entry *e;
 
-	for (e = c->ht[bucket(comp, k)]; e; e = e->hnext)
-		if (e->comp == comp && e->k == k)
+	for (e = c->ht[bucket(s->comp, start)]; e; e = e->hnext)
+		if (e->comp == s->comp && e->start == start && e->len == len)
 			return e;
 	return NULL;
 }
 
 static void ht_insert(struct rfs_cache *c, struct entry *e)
 {
-	size_t b = bucket(e->comp, e->k);
+	size_t b = bucket(e->comp, e->start);
 
 	e->hnext = c->ht[b];
 	c->ht[b] = e;
@@ -122,7 +135,7 @@ static void ht_insert(struct rfs_cache *c, struct entry *e)
 
 static void ht_remove(struct rfs_cache *c, struct entry *e)
 {
-	struct entry **p = &c->ht[bucket(e->comp, e->k)];
+	struct entry **p = &c->ht[bucket(e->comp, e->start)];
 
 	while (*p && *p != e)
 		p = &(*p)->hnext;
@@ -249,13 +262,11 @@ static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size
 	if (!c->nworkers)
 		return;
 	for (i = 0; i < c->depth; i++) {
-		const struct rfs_comp *comp;
 		struct entry *e;
 
 		if (next_block(vf, &segi, &k))
 			return;
-		comp = vf->segs[segi].comp;
-		if (find(c, comp, k))
+		if (find(c, &vf->segs[segi], k))
 			continue;
 		/* blocks computed ahead (queued or not read yet) may take half the
 		 * budget; the LRU makes room for them like for any other block */
@@ -265,8 +276,7 @@ static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return;
-		e->comp = comp;
-		e->k = k;
+		e->comp = vf->segs[segi].comp;
 		e->state = E_QUEUED;
 		e->start = block_start(&vf->segs[segi], k);
 		e->len = block_len(&vf->segs[segi], k);
@@ -294,7 +304,7 @@ static void *worker(void *arg)
 		j = c->q[c->qhead];
 		c->qhead = (c->qhead + 1) % QCAP;
 		c->qlen--;
-		e = find(c, j.vf->segs[j.segi].comp, j.k);
+		e = find(c, &j.vf->segs[j.segi], j.k);
 		if (!e || e->state != E_QUEUED)
 			continue; /* a reader took it */
 		if (make_room(c, e->len)) {
@@ -376,11 +386,11 @@ void rfs_cache_free(struct rfs_cache *c)
 }
 
 /* Finds block k, waiting while it is being computed.  Lock held. */
-static struct entry *find_settled(struct rfs_cache *c, const struct rfs_comp *comp, uint64_t k)
+static struct entry *find_settled(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
 {
 	struct entry *e;
 
-	while ((e = find(c, comp, k)) && e->state == E_COMPUTING) {
+	while ((e = find(c, s, k)) && e->state == E_COMPUTING) {
 		c->st.waits++;
 		pthread_cond_wait(&c->done, &c->lock);
 	}
@@ -409,7 +419,7 @@ static struct entry *take_ready(struct rfs_cache *c, const struct rfs_seg *s, ui
 	struct entry *e, *out = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	e = find_settled(c, s->comp, k);
+	e = find_settled(c, s, k);
 	if (e && e->state == E_READY) {
 		out = take_hit(c, e);
 	} else if (e && e->state == E_QUEUED) {
@@ -432,7 +442,7 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 
 	*out = NULL;
 	pthread_mutex_lock(&c->lock);
-	e = find_settled(c, s->comp, k);
+	e = find_settled(c, s, k);
 	if (e && e->state == E_READY) {
 		*out = take_hit(c, e);
 		pthread_mutex_unlock(&c->lock);
@@ -445,7 +455,6 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 			return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		}
 		e->comp = s->comp;
-		e->k = k;
 		e->start = block_start(s, k);
 		e->len = block_len(s, k);
 		ht_insert(c, e);

@@ -55,6 +55,7 @@ const char *rfs_strerror(int code)
 	case RFS_E_RANGE: return "out of range";
 	case RFS_E_EXIST: return "already exists";
 	case RFS_E_INTR: return "interrupted";
+	case RFS_E_CHANGED: return "source changed";
 	}
 	return "unknown error";
 }
@@ -68,6 +69,10 @@ int rfs_err_errno(const struct rfs_err *err)
 	case RFS_E_RANGE: return EINVAL;
 	case RFS_E_EXIST: return EEXIST;
 	case RFS_E_INTR: return EINTR;
+	case RFS_E_CHANGED: return EIO;
+	case RFS_E_FORMAT:
+	case RFS_E_SPEC:
+	case RFS_E_MISMATCH: return EIO;
 	}
 	return EIO;
 }

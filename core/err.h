@@ -22,6 +22,7 @@ enum rfs_code {
 	RFS_E_RANGE = -6,    /* offset or size out of range */
 	RFS_E_EXIST = -7,    /* target exists / not empty */
 	RFS_E_INTR = -8,     /* interrupted by a signal */
+	RFS_E_CHANGED = -9,  /* a source file changed after it was checked */
 };
 
 #define RFS_ERR_MSG_MAX 1024

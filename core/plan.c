@@ -27,16 +27,23 @@ struct vfb { /* a virtual file being built */
 	size_t n, cap;
 	uint64_t size;
 	int oom;
+	int has_mode;
+	unsigned mode;   /* AND of the modes of what it is made from */
 };
 
 struct build {
 	struct rfs_plan *p;
 	struct rfs_err *err;
 	struct rfs_strmap names; /* output file names */
-	int *fds;
-	size_t nfds;
 	size_t tinfo_cap;
 };
+
+/* Narrows @v's permission bits to those of a source it is made from. */
+static void vfb_mode(struct vfb *v, unsigned mode)
+{
+	v->mode = v->has_mode ? v->mode & mode : mode;
+	v->has_mode = 1;
+}
 
 static int nomem(struct build *b)
 {
@@ -125,22 +132,23 @@ static void seg_lit(struct vfb *v, const char *lit, uint64_t len)
 		s->lit = lit;
 }
 
-static void seg_file(struct vfb *v, int fd, uint64_t off, uint64_t len, const char *path)
+static void seg_file(struct vfb *v, struct rfs_ident *id, uint64_t off, uint64_t len)
 {
 	struct rfs_seg *s = v->n ? &v->segs[v->n - 1] : NULL;
 
 	if (!len)
 		return;
-	if (s && s->kind == RFS_SEG_FILE && s->fd == fd && s->src_off + s->len == off) {
+	if (s && s->kind == RFS_SEG_FILE && s->ident == id && s->src_off + s->len == off) {
 		s->len += len; /* contiguous passthrough: one segment */
 		v->size += len;
 		return;
 	}
 	s = seg_new(v, RFS_SEG_FILE, len);
 	if (s) {
-		s->fd = fd;
+		s->fd = id->fd;
 		s->src_off = off;
-		s->src_path = path;
+		s->src_path = id->path;
+		s->ident = id;
 	}
 }
 
@@ -155,6 +163,51 @@ static void seg_comp(struct vfb *v, struct rfs_comp *c, uint64_t len)
 		s->comp = c;
 }
 
+static int has_vfile(struct build *b, const char *name)
+{
+	return rfs_strmap_get(&b->names, name) != NULL;
+}
+
+/* Adds @id to the list of @f's source files unless it is there. */
+static int vfile_add_ident(struct rfs_vfile *f, size_t *cap, struct rfs_ident *id)
+{
+	struct rfs_ident **n;
+	size_t i;
+
+	for (i = 0; i < f->nident; i++)
+		if (f->idents[i] == id)
+			return 0;
+	n = grow_array(f->idents, cap, f->nident + 1, sizeof(*f->idents));
+	if (!n)
+		return -1;
+	f->idents = n;
+	f->idents[f->nident++] = id;
+	return 0;
+}
+
+/* The source files @f's bytes come from, and its mode: the AND of theirs
+ * and of what @v was given (vfb_mode), 0644 for what comes from nothing. */
+static int vfile_sources(struct rfs_vfile *f, const struct vfb *v)
+{
+	size_t i, cap = 0;
+	unsigned k, mode = v->has_mode ? v->mode : 0644;
+
+	for (i = 0; i < f->nseg; i++) {
+		const struct rfs_seg *s = &f->segs[i];
+
+		if (s->kind == RFS_SEG_FILE && vfile_add_ident(f, &cap, s->ident))
+			return -1;
+		if (s->kind == RFS_SEG_COMP)
+			for (k = 0; k < s->comp->nops; k++)
+				if (vfile_add_ident(f, &cap, s->comp->ops[k].ident))
+					return -1;
+	}
+	for (i = 0; i < f->nident; i++)
+		mode &= f->idents[i]->mode;
+	f->mode = mode & 0666;
+	return 0;
+}
+
 static int add_vfile(struct build *b, const char *name, struct vfb *v)
 {
 	struct rfs_plan *p = b->p;
@@ -163,6 +216,12 @@ static int add_vfile(struct build *b, const char *name, struct vfb *v)
 
 	if (v->oom)
 		goto oom;
+	if (has_vfile(b, name)) {
+		free(v->segs);
+		memset(v, 0, sizeof(*v));
+		return rfs_errf(b->err, RFS_E_FORMAT,
+				"two files of the result would be named %s: refused", name);
+	}
 	n = realloc(p->files, (p->nfiles + 1) * sizeof(*n));
 	if (!n)
 		goto oom;
@@ -177,6 +236,10 @@ static int add_vfile(struct build *b, const char *name, struct vfb *v)
 	f->nseg = v->n;
 	f->ino = p->nfiles + 2; /* 1 is the root */
 	p->nfiles++;
+	if (vfile_sources(f, v)) {
+		memset(v, 0, sizeof(*v));
+		return nomem(b);
+	}
 	memset(v, 0, sizeof(*v));
 	r = rfs_strmap_put(&b->names, f->name, f);
 	if (r < 0)
@@ -188,13 +251,10 @@ oom:
 	return nomem(b);
 }
 
-static int has_vfile(struct build *b, const char *name)
-{
-	return rfs_strmap_get(&b->names, name) != NULL;
-}
-
-/* A literal file from a buffer the plan takes over. */
-static int add_lit_file(struct build *b, const char *name, char *data, size_t len)
+/* A literal file from a buffer the plan takes over, with permission bits
+ * @mode (those of the source files it is derived from). */
+static int add_lit_file(struct build *b, const char *name, char *data, size_t len,
+			unsigned mode)
 {
 	struct vfb v = { 0 };
 	const char *lit = keep_lit(b, data);
@@ -202,37 +262,56 @@ static int add_lit_file(struct build *b, const char *name, char *data, size_t le
 	if (!lit)
 		return nomem(b);
 	seg_lit(&v, lit, len);
+	vfb_mode(&v, mode);
 	return add_vfile(b, name, &v);
 }
 
-/* A file of a source directory shown as is (kept open for reads). */
-static int add_passthrough_file(struct build *b, const char *dir, const char *name)
+/* Opens @name of the term @s for passing through: contained in the term's
+ * directory and a regular file (rfs_root_open).  The plan keeps it. */
+static int open_passthrough(struct build *b, const struct rfs_src *s, const char *name,
+			    struct rfs_pt **out)
 {
-	struct vfb v = { 0 };
-	char path[4096], *keep;
+	struct rfs_plan *p = b->p;
+	struct rfs_pt *pt, **n;
 	struct stat st;
-	int fd, *nf;
+	int fd, ret;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return rfs_errf(b->err, RFS_E_RANGE, "%s/%s: path too long", dir, name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return rfs_errsys(b->err, "%s: cannot open", path);
-	nf = realloc(b->fds, (b->nfds + 1) * sizeof(*nf));
-	if (!nf) {
+	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, b->err);
+	if (ret)
+		return ret;
+	pt = calloc(1, sizeof(*pt));
+	n = pt ? realloc(p->pts, (p->npt + 1) * sizeof(*n)) : NULL;
+	if (!n) {
+		free(pt);
 		close(fd);
 		return nomem(b);
 	}
-	b->fds = nf;
-	b->fds[b->nfds++] = fd;
-	if (fstat(fd, &st))
-		return rfs_errsys(b->err, "%s: cannot stat", path);
-	keep = strdup(path);
-	if (!keep || !keep_lit(b, keep))
+	p->pts = n;
+	p->pts[p->npt++] = pt;
+	pt->fd = fd;
+	if (asprintf(&pt->path, "%s/%s", s->dir, name) < 0) {
+		pt->path = NULL;
 		return nomem(b);
-	if ((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec > b->p->mtime_ns)
-		b->p->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	seg_file(&v, fd, 0, (uint64_t)st.st_size, keep);
+	}
+	rfs_ident_init(&pt->ident, pt->path, fd, &st);
+	if (rfs_ident_locate(&pt->ident, s->root.dir, name))
+		return nomem(b);
+	if (rfs_ts_ns(&st.st_mtim) > p->mtime_ns)
+		p->mtime_ns = rfs_ts_ns(&st.st_mtim);
+	*out = pt;
+	return 0;
+}
+
+/* A file of a source directory shown as is (kept open for reads). */
+static int add_passthrough_file(struct build *b, const struct rfs_src *s, const char *name)
+{
+	struct vfb v = { 0 };
+	struct rfs_pt *pt = NULL;
+	int ret = open_passthrough(b, s, name, &pt);
+
+	if (ret)
+		return ret;
+	seg_file(&v, &pt->ident, 0, pt->ident.size);
 	return add_vfile(b, name, &v);
 }
 
@@ -268,6 +347,8 @@ static void comp_add(struct rfs_comp *c, const struct rfs_src_tensor *t, float s
 	o->numel = t->t->numel;
 	o->scale = scale;
 	o->file = t->file->path;
+	/* the identity is the one mutable part of a source: its verdict */
+	o->ident = (struct rfs_ident *)&t->file->ident;
 }
 
 /* Tensor infos are allocated once (see rfs_plan_build) so pointers to them stay valid. */
@@ -294,6 +375,56 @@ static int shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tenso
 	if (base->ndim == 0 || base->shape[0] == d->shape[0])
 		return 0;
 	return d->shape[0] > base->shape[0] ? 1 : -1;
+}
+
+/*
+ * Vocabulary growth: residuals of an instruct model whose tokenizer added
+ * tokens have more rows in the embedding and the output head.  Only those
+ * tensors may grow: their first dimension is the base's vocab_size (from
+ * its config.json) and the rows past it count as zero in the base.  Any
+ * other tensor with more rows in a delta is an error, never a silent
+ * change of the model's shape.
+ */
+static int is_vocab_tensor(const struct rfs_src *base, const struct rfs_st_tensor *t)
+{
+	return base->vocab_size > 0 && t->ndim >= 1 && t->shape[0] == (uint64_t)base->vocab_size;
+}
+
+/* What is_vocab_tensor allows, for messages. */
+static const char *vocab_rule(const struct rfs_src *base, char *buf, size_t len)
+{
+	if (base->vocab_size > 0)
+		snprintf(buf, len, "first dimension = vocab_size %lld of %s/config.json",
+			 (long long)base->vocab_size, base->dir);
+	else
+		snprintf(buf, len, "first dimension = vocab_size, which %s/config.json lacks",
+			 base->dir);
+	return buf;
+}
+
+/* After vocabulary growth to @vocab rows, every vocabulary tensor of the
+ * output must have grown to it: a model whose embedding and head disagree
+ * on the vocabulary does not load. */
+static int check_vocab_grown(struct build *b, const struct rfs_src *base, int64_t vocab,
+			     size_t t0)
+{
+	struct rfs_plan *p = b->p;
+	size_t i;
+
+	if (vocab <= base->vocab_size)
+		return 0;
+	for (i = t0; i < p->ntinfo; i++) {
+		const struct rfs_tinfo *ti = &p->tinfo[i];
+
+		if (!ti->ndim || ti->shape[0] - ti->grown_rows != (uint64_t)base->vocab_size)
+			continue;
+		if (ti->shape[0] != (uint64_t)vocab)
+			return rfs_errf(b->err, RFS_E_MISMATCH,
+					"tensor '%s': the vocabulary grows from %lld to %lld rows, but this vocabulary tensor has %llu in the result (its deltas disagree, or it has none)",
+					ti->name, (long long)base->vocab_size, (long long)vocab,
+					(unsigned long long)ti->shape[0]);
+	}
+	return 0;
 }
 
 /* ---- safetensors output file ------------------------------------------ */
@@ -353,9 +484,8 @@ static int emit_st_file(struct build *b, const char *name, struct outt *o, size_
 		if (o[i].comp)
 			seg_comp(&v, o[i].comp, o[i].bytes);
 		else
-			seg_file(&v, o[i].src->file->fd,
-				 o[i].src->file->data_off + o[i].src->t->begin, o[i].bytes,
-				 o[i].src->file->path);
+			seg_file(&v, (struct rfs_ident *)&o[i].src->file->ident,
+				 o[i].src->file->data_off + o[i].src->t->begin, o[i].bytes);
 	}
 	return add_vfile(b, name, &v);
 }
@@ -429,20 +559,23 @@ static int is_tokenizer_file(const char *name)
 
 static int has_tokenizer(const char *dir)
 {
-	return rfs_file_exists_at(dir, "tokenizer_config.json") ||
-	       rfs_file_exists_at(dir, "tokenizer.json") ||
-	       rfs_file_exists_at(dir, "tokenizer.model") || rfs_file_exists_at(dir, "vocab.json");
+	return rfs_entry_exists_at(dir, "tokenizer_config.json") ||
+	       rfs_entry_exists_at(dir, "tokenizer.json") ||
+	       rfs_entry_exists_at(dir, "tokenizer.model") || rfs_entry_exists_at(dir, "vocab.json");
 }
 
-static int add_tokenizer_files(struct build *b, const char *dir)
+/* The tokenizer files of @s: each one there must be a regular file inside
+ * the term's directory (anything else is refused, not skipped: a loader
+ * would silently use another tokenizer). */
+static int add_tokenizer_files(struct build *b, const struct rfs_src *s)
 {
 	size_t i;
 	int ret;
 
 	for (i = 0; tokenizer_files[i]; i++) {
-		if (!rfs_file_exists_at(dir, tokenizer_files[i]) || has_vfile(b, tokenizer_files[i]))
+		if (!rfs_entry_exists_at(s->dir, tokenizer_files[i]) || has_vfile(b, tokenizer_files[i]))
 			continue;
-		ret = add_passthrough_file(b, dir, tokenizer_files[i]);
+		ret = add_passthrough_file(b, s, tokenizer_files[i]);
 		if (ret)
 			return ret;
 	}
@@ -475,9 +608,12 @@ static int cmp_cstr(const void *a, const void *c)
 	return strcmp(*(char *const *)a, *(char *const *)c);
 }
 
-/* Other regular files of the base directory, in name order. */
-static int add_other_base_files(struct build *b, const char *dir)
+/* Other regular files of the base directory, in name order.  One that
+ * resolves outside the directory (or stops being a regular file) is left
+ * out with a note: it is nobody's model file. */
+static int add_other_base_files(struct build *b, const struct rfs_src *s)
 {
+	const char *dir = s->dir;
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	char **names = NULL;
@@ -505,8 +641,14 @@ static int add_other_base_files(struct build *b, const char *dir)
 	}
 	if (n > 1) /* qsort wants a non-NULL array even for none */
 		qsort(names, n, sizeof(*names), cmp_cstr);
-	for (i = 0; i < n && !ret; i++)
-		ret = add_passthrough_file(b, dir, names[i]);
+	for (i = 0; i < n && !ret; i++) {
+		ret = add_passthrough_file(b, s, names[i]);
+		if (ret == RFS_E_FORMAT) {
+			ret = note(b, "%s: not shown: %s", names[i], b->err->msg);
+			b->err->code = 0;
+			b->err->msg[0] = 0;
+		}
+	}
 out:
 	for (i = 0; i < n; i++)
 		free(names[i]);
@@ -615,7 +757,11 @@ static int add_model_card(struct build *b)
 		size_t len;
 		char *data = rfs_buf_detach(&o, &len);
 
-		return add_lit_file(b, "README.md", data, len);
+		unsigned mode = 0666;
+
+		for (i = 0; i < p->nsrc; i++)
+			mode &= p->src[i]->config_mode;
+		return add_lit_file(b, "README.md", data, len, mode);
 	}
 }
 
@@ -789,6 +935,15 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 			}
 			switch (shape_fit(t, d->t)) {
 			case 1:
+				if (!is_vocab_tensor(base, t)) {
+					rfs_shape_str(t->shape, t->ndim, s1, sizeof(s1));
+					rfs_shape_str(d->t->shape, d->t->ndim, s2, sizeof(s2));
+					ret = rfs_errf(b->err, RFS_E_MISMATCH,
+						       "tensor '%s': base %s has shape %s but delta %s has shape %s; only vocabulary tensors (%s) may grow",
+						       t->name, f->path, s1, d->file->path, s2,
+						       vocab_rule(base, s1, sizeof(s1)));
+					goto out;
+				}
 				if (d->t->shape[0] > rows)
 					rows = d->t->shape[0];
 				break;
@@ -883,7 +1038,7 @@ static int plan_apply_config(struct build *b, int64_t vocab)
 	out = patch_json(base->config, base->config_len, pt, n, &len);
 	if (!out)
 		return nomem(b);
-	return add_lit_file(b, "config.json", out, len);
+	return add_lit_file(b, "config.json", out, len, base->config_mode);
 }
 
 static int plan_apply_index(struct build *b, uint64_t total)
@@ -900,7 +1055,7 @@ static int plan_apply_index(struct build *b, uint64_t total)
 	out = patch_json(base->index, base->index_len, &pt, 1, &len);
 	if (!out)
 		return nomem(b);
-	return add_lit_file(b, "model.safetensors.index.json", out, len);
+	return add_lit_file(b, "model.safetensors.index.json", out, len, base->index_mode);
 }
 
 static int plan_apply(struct build *b)
@@ -913,7 +1068,7 @@ static int plan_apply(struct build *b)
 	size_t i, k, nmissing = 0;
 	uint64_t total = 0;
 	int64_t vocab = base->vocab_size;
-	const char *tok_dir = base->dir, *gen_dir = NULL;
+	const struct rfs_src *tok_src = base, *gen_src = NULL;
 	int ret = 0;
 
 	memset(used, 0, sizeof(used));
@@ -974,26 +1129,28 @@ static int plan_apply(struct build *b)
 		if (ret)
 			return ret;
 	}
-	ret = plan_apply_config(b, vocab);
+	ret = check_vocab_grown(b, base, vocab, 0);
+	if (!ret)
+		ret = plan_apply_config(b, vocab);
 	if (ret)
 		return ret;
 	for (k = 1; k < p->nsrc; k++)
 		if (has_tokenizer(p->src[k]->dir)) {
-			tok_dir = p->src[k]->dir;
+			tok_src = p->src[k];
 			break;
 		}
-	for (k = 1; k < p->nsrc && !gen_dir; k++)
-		if (rfs_file_exists_at(p->src[k]->dir, "generation_config.json"))
-			gen_dir = p->src[k]->dir;
-	if (!gen_dir && rfs_file_exists_at(base->dir, "generation_config.json"))
-		gen_dir = base->dir;
-	ret = add_tokenizer_files(b, tok_dir);
-	if (!ret && gen_dir)
-		ret = add_passthrough_file(b, gen_dir, "generation_config.json");
+	for (k = 1; k < p->nsrc && !gen_src; k++)
+		if (rfs_entry_exists_at(p->src[k]->dir, "generation_config.json"))
+			gen_src = p->src[k];
+	if (!gen_src && rfs_entry_exists_at(base->dir, "generation_config.json"))
+		gen_src = base;
+	ret = add_tokenizer_files(b, tok_src);
+	if (!ret && gen_src)
+		ret = add_passthrough_file(b, gen_src, "generation_config.json");
 	if (!ret)
 		ret = add_model_card(b);
 	if (!ret)
-		ret = add_other_base_files(b, base->dir);
+		ret = add_other_base_files(b, base);
 	return ret;
 }
 
@@ -1092,7 +1249,8 @@ static int residuals_config(struct build *b, struct cout *c, size_t n)
 	{
 		char *data = rfs_buf_detach(&o, &len);
 
-		return add_lit_file(b, "config.json", data, len);
+		return add_lit_file(b, "config.json", data, len,
+				    p->src[0]->config_mode & p->src[1]->config_mode);
 	}
 }
 
@@ -1129,6 +1287,15 @@ static int plan_compute(struct build *b)
 			note(b, "tensor '%s' is %s, not floating: left out of the residuals",
 			     bt->t->name, rfs_dtype_name(bt->t->dtype));
 			continue;
+		}
+		if (shape_fit(bt->t, it->t) > 0 && !is_vocab_tensor(base, bt->t)) {
+			rfs_shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
+			rfs_shape_str(it->t->shape, it->t->ndim, s2, sizeof(s2));
+			ret = rfs_errf(b->err, RFS_E_MISMATCH,
+				       "tensor '%s': instruct %s has shape %s but base %s has shape %s; only vocabulary tensors (%s) may grow",
+				       bt->t->name, it->file->path, s2, bt->file->path, s1,
+				       vocab_rule(base, s1, sizeof(s1)));
+			goto out;
 		}
 		if (shape_fit(bt->t, it->t) < 0) {
 			rfs_shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
@@ -1212,9 +1379,9 @@ static int plan_compute(struct build *b)
 	if (!ret)
 		ret = residuals_config(b, c, n);
 	if (!ret)
-		ret = add_tokenizer_files(b, ins->dir);
-	if (!ret && rfs_file_exists_at(ins->dir, "generation_config.json"))
-		ret = add_passthrough_file(b, ins->dir, "generation_config.json");
+		ret = add_tokenizer_files(b, ins);
+	if (!ret && rfs_entry_exists_at(ins->dir, "generation_config.json"))
+		ret = add_passthrough_file(b, ins, "generation_config.json");
 	if (!ret)
 		ret = add_model_card(b);
 out:
@@ -1292,15 +1459,10 @@ int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 		p->files[i].mtime_ns = p->mtime_ns;
 	memset(spec, 0, sizeof(*spec));
 	rfs_strmap_release(&b.names);
-	p->fds = b.fds;
-	p->nfds = b.nfds;
 	*out = p;
 	return 0;
 fail:
 	rfs_strmap_release(&b.names);
-	for (i = 0; i < b.nfds; i++)
-		close(b.fds[i]);
-	free(b.fds);
 	rfs_plan_free(p);
 	return ret;
 }
@@ -1314,6 +1476,7 @@ void rfs_plan_free(struct rfs_plan *p)
 	for (i = 0; i < p->nfiles; i++) {
 		free(p->files[i].name);
 		free(p->files[i].segs);
+		free(p->files[i].idents);
 	}
 	free(p->files);
 	for (i = 0; i < p->ncomp; i++)
@@ -1330,9 +1493,13 @@ void rfs_plan_free(struct rfs_plan *p)
 	free(p->ignored);
 	free(p->tinfo);
 	rfs_strmap_release(&p->byname);
-	for (i = 0; i < p->nfds; i++)
-		close(p->fds[i]);
-	free(p->fds);
+	for (i = 0; i < p->npt; i++) {
+		close(p->pts[i]->fd);
+		rfs_ident_release(&p->pts[i]->ident);
+		free(p->pts[i]->path);
+		free(p->pts[i]);
+	}
+	free(p->pts);
 	for (i = 0; i < p->nsrc; i++)
 		rfs_src_close(p->src[i]);
 	rfs_spec_release(&p->spec);

@@ -36,6 +36,7 @@ struct rfs_operand {
 	uint64_t numel;       /* elements available; past it they count +0.0 */
 	float scale;
 	const char *file;     /* for messages */
+	struct rfs_ident *ident; /* the file's identity (change detection) */
 };
 
 struct rfs_comp {
@@ -56,6 +57,7 @@ struct rfs_seg {
 	int fd;               /* RFS_SEG_FILE */
 	uint64_t src_off;     /* RFS_SEG_FILE */
 	const char *src_path; /* RFS_SEG_FILE, for messages */
+	struct rfs_ident *ident; /* RFS_SEG_FILE: the file's identity */
 	struct rfs_comp *comp; /* RFS_SEG_COMP */
 };
 
@@ -64,8 +66,11 @@ struct rfs_vfile {
 	uint64_t size;
 	int64_t mtime_ns;
 	uint64_t ino;
+	unsigned mode;        /* permission bits: never wider than its sources' */
 	size_t nseg;
 	struct rfs_seg *segs; /* sorted by off, contiguous, covering [0, size) */
+	size_t nident;
+	struct rfs_ident **idents; /* every source file its bytes come from */
 };
 
 /* What inspect reports about each output tensor. */
@@ -103,8 +108,8 @@ struct rfs_plan {
 	struct rfs_comp **comps;
 	size_t nlits;
 	char **lits;
-	size_t nfds;
-	int *fds;             /* passthrough files kept open */
+	size_t npt;
+	struct rfs_pt **pts;  /* passthrough files kept open */
 	struct rfs_strmap byname; /* file name -> struct rfs_vfile * */
 };
 
@@ -123,13 +128,31 @@ void rfs_plan_free(struct rfs_plan *p);
 /** Virtual file by name, or NULL (a hash look-up: cheap on every FUSE request). */
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name);
 
+/** A source file passed through whole (tokenizer files, other files). */
+struct rfs_pt {
+	int fd;
+	char *path;
+	struct rfs_ident ident;
+};
+
+/**
+ * Checks that no source file of @vf changed since the plan was built
+ * (rfs_ident_check on each; @force: stat now rather than at most once per
+ * RFS_IDENT_RECHECK_NS).  RFS_E_CHANGED names the file; *@which, when
+ * non-NULL, is set to its identity.
+ */
+int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+		    struct rfs_err *err);
+
 struct rfs_cache;
 
 /**
  * Reads @len bytes at @off of @vf into @buf, computed tensors through
  * @cache when non-NULL.  Returns the count read, which is less than @len
  * only at end of file, or a negative rfs_code with @err filled.  Safe to
- * call from many threads at once.
+ * call from many threads at once.  A source file that changed since the
+ * plan was built fails the read with RFS_E_CHANGED (checked before and
+ * after the read, see rfs_vfile_check), never bytes of two versions.
  */
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
 		       struct rfs_cache *cache, struct rfs_err *err);

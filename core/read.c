@@ -416,8 +416,58 @@ static int batch_run_timed(struct batch *b, struct rfs_err *err, uint64_t *ns)
 	return ret;
 }
 
+int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+		    struct rfs_err *err)
+{
+	size_t i;
+
+	for (i = 0; i < vf->nident; i++) {
+		int ret = rfs_ident_check(vf->idents[i], force, err);
+
+		if (ret) {
+			if (which)
+				*which = vf->idents[i];
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
+			  struct rfs_cache *cache, struct rfs_err *err);
+
+/*
+ * A source rewritten under us would be read with the old header's offsets:
+ * its identity is checked before the read (a change seen earlier fails at
+ * once, without computing anything) and after it (a change during the
+ * read throws the bytes away).  Between two stats of a file the check
+ * trusts the last verdict for up to RFS_IDENT_RECHECK_NS.
+ */
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
 		       struct rfs_cache *cache, struct rfs_err *err)
+{
+	ssize_t r;
+	int ret = rfs_vfile_check(vf, 0, NULL, err);
+
+	if (ret)
+		return ret;
+	r = vfile_read(vf, buf, len, off, cache, err);
+	if (r < 0 && err && err->code == RFS_E_IO) {
+		/* a truncated source: say that it changed, not only that it ended */
+		struct rfs_err e2 = { 0 };
+
+		if (rfs_vfile_check(vf, 1, NULL, &e2)) {
+			*err = e2;
+			return e2.code;
+		}
+	}
+	if (r >= 0 && (ret = rfs_vfile_check(vf, 0, NULL, err)))
+		return ret;
+	return r;
+}
+
+static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
+			  struct rfs_cache *cache, struct rfs_err *err)
 {
 	size_t lo = 0, hi = vf->nseg, done = 0;
 	char *dst = buf;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -15,59 +16,214 @@ const char *rfs_src_kind_name(enum rfs_src_kind k)
 	return k == RFS_SRC_RESIDUALS ? "residuals" : "model";
 }
 
-/* The newest mtime of every input counts, patched files included. */
-static void note_mtime(struct rfs_src *s, const char *name)
+static void note_mtime(struct rfs_src *s, const struct stat *st)
 {
-	char path[4096];
-	struct stat st;
-	int64_t t;
+	int64_t t = rfs_ts_ns(&st->st_mtim);
 
-	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
-	if (stat(path, &st))
-		return;
-	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (t > s->mtime_ns)
 		s->mtime_ns = t;
 }
 
+/* Reads the term's file @name (contained, regular: rfs_root_open) whole. */
+static int read_json_file(struct rfs_src *s, const char *name, char **out, size_t *len,
+			  unsigned *mode, struct rfs_err *err)
+{
+	struct stat st;
+	char path[4096];
+	int fd, ret;
+
+	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, err);
+	if (ret)
+		return ret;
+	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+	ret = rfs_read_fd(fd, &st, path, MAX_JSON_FILE, out, len, err);
+	close(fd);
+	if (ret)
+		return ret;
+	note_mtime(s, &st);
+	*mode = st.st_mode & 07777;
+	return 0;
+}
+
+/* Parses one JSON document that must fill @text but for white space;
+ * NULL with @err set otherwise. */
+static cJSON *parse_whole(const char *text, size_t len, const char *path, struct rfs_err *err)
+{
+	const char *end = NULL;
+	cJSON *root;
+
+	if (memchr(text, 0, len)) {
+		rfs_errf(err, RFS_E_FORMAT, "%s: contains a NUL byte at %zu: not a JSON text", path,
+			 (size_t)((const char *)memchr(text, 0, len) - text));
+		return NULL;
+	}
+	root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (!root) {
+		rfs_errf(err, RFS_E_FORMAT, "%s: not valid JSON (at byte %zu)", path,
+			 end && end >= text ? (size_t)(end - text) : (size_t)0);
+		return NULL;
+	}
+	while (end && end < text + len && strchr(" \t\r\n", *end))
+		end++;
+	if (end && end < text + len) {
+		rfs_errf(err, RFS_E_FORMAT, "%s: text after the JSON value (at byte %zu)", path,
+			 (size_t)(end - text));
+		cJSON_Delete(root);
+		return NULL;
+	}
+	if (!cJSON_IsObject(root)) {
+		rfs_errf(err, RFS_E_FORMAT, "%s: not a JSON object", path);
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+/* Keys of a residuals config.json that residfs or the package reads, with
+ * the JSON types they must have when present (null allowed where the
+ * package writes it). */
+static const struct {
+	const char *key;
+	int types; /* cJSON type bits */
+} residuals_keys[] = {
+	{ "residuals_version", cJSON_String | cJSON_Number },
+	{ "format", cJSON_String | cJSON_NULL },
+	{ "dtype", cJSON_String | cJSON_NULL },
+	{ "param_count", cJSON_Number | cJSON_NULL },
+	{ "shapes_hash", cJSON_String | cJSON_NULL },
+	{ "parameter_names_hash", cJSON_String | cJSON_NULL },
+	{ "tokenizer_name", cJSON_String | cJSON_NULL },
+	{ "created_at", cJSON_String | cJSON_NULL },
+	{ "library", cJSON_Object | cJSON_String | cJSON_NULL },
+	{ "base_model_name", cJSON_String | cJSON_NULL },
+	{ "instruct_model_name", cJSON_String | cJSON_NULL },
+	{ "pipeline_tag", cJSON_String | cJSON_NULL },
+	{ "license", cJSON_String | cJSON_NULL },
+	{ "language", cJSON_String | cJSON_Array | cJSON_NULL },
+	{ "tags", cJSON_Array | cJSON_NULL },
+	{ "base_model_relation", cJSON_String | cJSON_NULL },
+};
+
+static const char *json_type_name(const cJSON *v)
+{
+	if (cJSON_IsString(v))
+		return "a string";
+	if (cJSON_IsNumber(v))
+		return "a number";
+	if (cJSON_IsBool(v))
+		return "a boolean";
+	if (cJSON_IsNull(v))
+		return "null";
+	if (cJSON_IsArray(v))
+		return "an array";
+	return "an object";
+}
+
+static int check_residuals_config(const cJSON *root, const char *path, struct rfs_err *err)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(residuals_keys) / sizeof(residuals_keys[0]); i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, residuals_keys[i].key);
+
+		if (v && !(v->type & residuals_keys[i].types & 0xFF))
+			return rfs_errf(err, RFS_E_FORMAT,
+					"%s: \"%s\" is %s, which a residuals config never has", path,
+					residuals_keys[i].key, json_type_name(v));
+	}
+	{
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "param_count");
+		const cJSON *t;
+
+		if (cJSON_IsNumber(v) && !(v->valuedouble >= 0 && v->valuedouble < 9007199254740992.0 &&
+					   v->valuedouble == (double)(uint64_t)v->valuedouble))
+			return rfs_errf(err, RFS_E_FORMAT,
+					"%s: \"param_count\" is %g, not a count", path, v->valuedouble);
+		v = cJSON_GetObjectItemCaseSensitive(root, "tags");
+		cJSON_ArrayForEach(t, v)
+			if (!cJSON_IsString(t))
+				return rfs_errf(err, RFS_E_FORMAT,
+						"%s: \"tags\" holds %s; tags are strings", path,
+						json_type_name(t));
+	}
+	return 0;
+}
+
+int rfs_src_parse_config(const char *text, size_t len, const char *path,
+			 struct rfs_src_config *out, struct rfs_err *err)
+{
+	struct rfs_src_config c = { .kind = 0, .tie_word_embeddings = 1, .vocab_size = -1 };
+	cJSON *root = parse_whole(text, len, path, err);
+	const cJSON *v;
+	int ret = 0;
+
+	if (!root)
+		return err ? err->code : RFS_E_FORMAT;
+	if (cJSON_GetObjectItemCaseSensitive(root, "residuals_version")) {
+		c.kind = RFS_SRC_RESIDUALS;
+		ret = check_residuals_config(root, path, err);
+		if (ret)
+			goto out;
+	} else if (cJSON_GetObjectItemCaseSensitive(root, "model_type") ||
+		   cJSON_GetObjectItemCaseSensitive(root, "architectures")) {
+		c.kind = RFS_SRC_MODEL;
+	} else {
+		ret = rfs_errf(err, RFS_E_FORMAT,
+			       "%s: has neither residuals_version (residuals) nor model_type/architectures (model)",
+			       path);
+		goto out;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+	if (v && !cJSON_IsNull(v)) {
+		if (!cJSON_IsBool(v)) {
+			ret = rfs_errf(err, RFS_E_FORMAT, "%s: \"tie_word_embeddings\" is %s, not true or false",
+				       path, json_type_name(v));
+			goto out;
+		}
+		c.tie_word_embeddings = cJSON_IsTrue(v);
+	}
+	v = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
+	if (v && !cJSON_IsNull(v)) {
+		double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+
+		if (!(d >= 1 && d < 2147483648.0 && d == (double)(int64_t)d)) {
+			if (cJSON_IsNumber(v))
+				ret = rfs_errf(err, RFS_E_FORMAT,
+					       "%s: \"vocab_size\" is %g, not a whole number from 1 to 2^31-1",
+					       path, d);
+			else
+				ret = rfs_errf(err, RFS_E_FORMAT, "%s: \"vocab_size\" is %s, not a number",
+					       path, json_type_name(v));
+			goto out;
+		}
+		c.vocab_size = (int64_t)d;
+	}
+	*out = c;
+out:
+	cJSON_Delete(root);
+	return ret;
+}
+
 static int read_config(struct rfs_src *s, struct rfs_err *err)
 {
-	cJSON *root;
-	const cJSON *v;
+	struct rfs_src_config c;
+	char path[4096];
 	int ret;
 
-	if (!rfs_file_exists_at(s->dir, "config.json"))
+	if (!rfs_entry_exists_at(s->dir, "config.json"))
 		return rfs_errf(err, RFS_E_FORMAT,
 				"%s: no config.json, so it is neither a model nor a residuals directory",
 				s->dir);
-	ret = rfs_read_file_at(s->dir, "config.json", MAX_JSON_FILE, &s->config,
-			       &s->config_len, err);
+	ret = read_json_file(s, "config.json", &s->config, &s->config_len, &s->config_mode, err);
 	if (ret)
 		return ret;
-	note_mtime(s, "config.json");
-	root = cJSON_ParseWithLength(s->config, s->config_len);
-	if (!root || !cJSON_IsObject(root)) {
-		cJSON_Delete(root);
-		return rfs_errf(err, RFS_E_FORMAT, "%s/config.json: not a JSON object", s->dir);
-	}
-	if (cJSON_GetObjectItemCaseSensitive(root, "residuals_version"))
-		s->kind = RFS_SRC_RESIDUALS;
-	else if (cJSON_GetObjectItemCaseSensitive(root, "model_type") ||
-		 cJSON_GetObjectItemCaseSensitive(root, "architectures"))
-		s->kind = RFS_SRC_MODEL;
-	s->tie_word_embeddings = 1;
-	v = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
-	if (cJSON_IsBool(v))
-		s->tie_word_embeddings = cJSON_IsTrue(v);
-	s->vocab_size = -1;
-	v = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
-	if (cJSON_IsNumber(v))
-		s->vocab_size = (int64_t)v->valuedouble;
-	cJSON_Delete(root);
-	if (!s->kind)
-		return rfs_errf(err, RFS_E_FORMAT,
-				"%s/config.json: has neither residuals_version (residuals) nor model_type/architectures (model)",
-				s->dir);
+	snprintf(path, sizeof(path), "%s/config.json", s->dir);
+	ret = rfs_src_parse_config(s->config, s->config_len, path, &c, err);
+	if (ret)
+		return ret;
+	s->kind = c.kind;
+	s->tie_word_embeddings = c.tie_word_embeddings;
+	s->vocab_size = c.vocab_size;
 	return 0;
 }
 
@@ -75,14 +231,22 @@ static int add_file(struct rfs_src *s, const char *name, struct rfs_err *err)
 {
 	char path[4096];
 	struct rfs_st_file *f;
-	int ret;
+	struct stat st;
+	int fd, ret;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", s->dir, name) >= sizeof(path))
 		return rfs_errf(err, RFS_E_RANGE, "%s/%s: path too long", s->dir, name);
-	ret = rfs_st_open(path, &f, err);
+	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, err);
+	if (ret)
+		return ret;
+	ret = rfs_st_open_fd(fd, &st, path, &f, err);
 	if (ret)
 		return ret;
 	s->files[s->nfiles] = f;
+	if (rfs_ident_locate(&f->ident, s->root.dir, name)) {
+		s->nfiles++;
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	}
 	s->file_names[s->nfiles] = strdup(name);
 	s->nfiles++;
 	if (!s->file_names[s->nfiles - 1])
@@ -99,45 +263,81 @@ static int cmp_str(const void *a, const void *b)
 
 static int valid_shard_name(const char *n)
 {
-	return *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, "..") &&
-	       strlen(n) < 256;
+	size_t len = strlen(n);
+
+	return len > 12 && len < 256 && !strchr(n, '/') && !strcmp(n + len - 12, ".safetensors") &&
+	       strcmp(n, "model.safetensors");
 }
 
-static int build_map(struct rfs_src *s, struct rfs_err *err);
-
-/* Opens the shards named by the index; checks the map against them. */
-static int open_sharded(struct rfs_src *s, struct rfs_err *err)
+void rfs_src_index_release(struct rfs_src_index *ix)
 {
-	cJSON *root = NULL;
-	const cJSON *wm, *e;
+	size_t i;
+
+	for (i = 0; i < ix->nfiles; i++)
+		free(ix->files[i]);
+	for (i = 0; i < ix->nmap; i++)
+		free(ix->map[i].tensor);
+	free(ix->files);
+	free(ix->map);
+	memset(ix, 0, sizeof(*ix));
+}
+
+int rfs_src_parse_index(const char *text, size_t len, const char *path,
+			struct rfs_src_index *out, struct rfs_err *err)
+{
+	struct rfs_src_index ix = { 0 };
+	struct rfs_strmap seen = { 0 };
+	cJSON *root = parse_whole(text, len, path, err);
+	const cJSON *wm, *e, *md;
 	char **names = NULL;
 	size_t n = 0, i, u = 0;
-	int ret;
+	int ret = 0;
 
-	ret = rfs_read_file_at(s->dir, "model.safetensors.index.json", MAX_JSON_FILE,
-			       &s->index, &s->index_len, err);
-	if (ret)
-		return ret;
-	note_mtime(s, "model.safetensors.index.json");
-	root = cJSON_ParseWithLength(s->index, s->index_len);
-	wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+	memset(out, 0, sizeof(*out));
+	if (!root)
+		return err ? err->code : RFS_E_FORMAT;
+	md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+	if (md && !cJSON_IsObject(md) && !cJSON_IsNull(md)) {
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: \"metadata\" is %s, not an object", path,
+			       json_type_name(md));
+		goto out;
+	}
+	wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
 	if (!cJSON_IsObject(wm)) {
-		ret = rfs_errf(err, RFS_E_FORMAT,
-			       "%s/model.safetensors.index.json: no weight_map object", s->dir);
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: no weight_map object", path);
 		goto out;
 	}
 	cJSON_ArrayForEach(e, wm)
 		n++;
-	names = calloc(n ? n : 1, sizeof(*names));
-	if (!names) {
+	if (!n) {
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: weight_map is empty", path);
+		goto out;
+	}
+	names = calloc(n, sizeof(*names));
+	ix.map = calloc(n, sizeof(*ix.map));
+	if (!names || !ix.map) {
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		goto out;
 	}
 	cJSON_ArrayForEach(e, wm) {
+		int r;
+
 		if (!cJSON_IsString(e) || !valid_shard_name(e->valuestring)) {
 			ret = rfs_errf(err, RFS_E_FORMAT,
-				       "%s/model.safetensors.index.json: tensor '%s' maps to an invalid file name",
-				       s->dir, e->string);
+				       "%s: tensor '%s' maps to %s%s%s, not a shard name (a plain file name ending in .safetensors, other than model.safetensors)",
+				       path, e->string, cJSON_IsString(e) ? "'" : "",
+				       cJSON_IsString(e) ? e->valuestring : json_type_name(e),
+				       cJSON_IsString(e) ? "'" : "");
+			goto out;
+		}
+		r = rfs_strmap_put(&seen, e->string, (void *)e);
+		if (r < 0) {
+			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		if (r > 0) {
+			ret = rfs_errf(err, RFS_E_FORMAT, "%s: tensor '%s' is listed twice in weight_map",
+				       path, e->string);
 			goto out;
 		}
 		names[u++] = e->valuestring;
@@ -147,19 +347,65 @@ static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 	for (i = 0, n = 0; i < u; i++)
 		if (!n || strcmp(names[n - 1], names[i]))
 			names[n++] = names[i];
-	if (!n) {
-		ret = rfs_errf(err, RFS_E_FORMAT,
-			       "%s/model.safetensors.index.json: weight_map is empty", s->dir);
-		goto out;
-	}
-	s->files = calloc(n, sizeof(*s->files));
-	s->file_names = calloc(n, sizeof(*s->file_names));
-	if (!s->files || !s->file_names) {
+	ix.files = calloc(n, sizeof(*ix.files));
+	if (!ix.files) {
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		ret = add_file(s, names[i], err);
+		if (!(ix.files[i] = strdup(names[i]))) {
+			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		ix.nfiles++;
+	}
+	cJSON_ArrayForEach(e, wm) {
+		const char *const *hit = bsearch(&e->valuestring, ix.files, ix.nfiles,
+						 sizeof(*ix.files), cmp_str);
+
+		ix.map[ix.nmap].file = (size_t)(hit - (const char *const *)ix.files);
+		if (!(ix.map[ix.nmap].tensor = strdup(e->string))) {
+			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+			goto out;
+		}
+		ix.nmap++;
+	}
+	*out = ix;
+	memset(&ix, 0, sizeof(ix));
+out:
+	rfs_src_index_release(&ix);
+	rfs_strmap_release(&seen);
+	free(names);
+	cJSON_Delete(root);
+	return ret;
+}
+
+static int build_map(struct rfs_src *s, struct rfs_err *err);
+
+/* Opens the shards named by the index; checks the map against them. */
+static int open_sharded(struct rfs_src *s, struct rfs_err *err)
+{
+	struct rfs_src_index ix = { 0 };
+	char path[4096];
+	size_t i;
+	int ret;
+
+	ret = read_json_file(s, "model.safetensors.index.json", &s->index, &s->index_len,
+			     &s->index_mode, err);
+	if (ret)
+		return ret;
+	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", s->dir);
+	ret = rfs_src_parse_index(s->index, s->index_len, path, &ix, err);
+	if (ret)
+		return ret;
+	s->files = calloc(ix.nfiles, sizeof(*s->files));
+	s->file_names = calloc(ix.nfiles, sizeof(*s->file_names));
+	if (!s->files || !s->file_names) {
+		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < ix.nfiles; i++) {
+		ret = add_file(s, ix.files[i], err);
 		if (ret)
 			goto out;
 	}
@@ -167,20 +413,19 @@ static int open_sharded(struct rfs_src *s, struct rfs_err *err)
 	if (ret)
 		goto out;
 	/* every mapped tensor must be in the file the map names */
-	cJSON_ArrayForEach(e, wm) {
-		const struct rfs_src_tensor *t = rfs_src_find(s, e->string);
+	for (i = 0; i < ix.nmap; i++) {
+		const struct rfs_src_tensor *t = rfs_src_find(s, ix.map[i].tensor);
 
-		if (!t || strcmp(s->file_names[t->file_idx], e->valuestring)) {
+		if (!t || t->file_idx != ix.map[i].file) {
 			ret = rfs_errf(err, RFS_E_FORMAT,
-				       "%s/model.safetensors.index.json: tensor '%s' is mapped to %s, which does not contain it",
-				       s->dir, e->string, e->valuestring);
+				       "%s: tensor '%s' is mapped to %s, which does not contain it",
+				       path, ix.map[i].tensor, ix.files[ix.map[i].file]);
 			goto out;
 		}
 	}
 	s->sharded = 1;
 out:
-	free(names);
-	cJSON_Delete(root);
+	rfs_src_index_release(&ix);
 	return ret;
 }
 
@@ -239,10 +484,13 @@ int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a directory", dir);
 		goto fail;
 	}
+	ret = rfs_root_init(&s->root, dir, err);
+	if (ret)
+		goto fail;
 	ret = read_config(s, err);
 	if (ret)
 		goto fail;
-	if (rfs_file_exists_at(dir, "model.safetensors")) {
+	if (rfs_entry_exists_at(dir, "model.safetensors")) {
 		s->files = calloc(1, sizeof(*s->files));
 		s->file_names = calloc(1, sizeof(*s->file_names));
 		if (!s->files || !s->file_names) {
@@ -252,7 +500,7 @@ int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 		ret = add_file(s, "model.safetensors", err);
 		if (!ret)
 			ret = build_map(s, err);
-	} else if (rfs_file_exists_at(dir, "model.safetensors.index.json")) {
+	} else if (rfs_entry_exists_at(dir, "model.safetensors.index.json")) {
 		ret = open_sharded(s, err);
 	} else {
 		ret = rfs_errf(err, RFS_E_FORMAT,
@@ -284,6 +532,7 @@ void rfs_src_close(struct rfs_src *s)
 	free(s->config);
 	free(s->index);
 	free(s->dir);
+	rfs_root_release(&s->root);
 	free(s);
 }
 

@@ -17,6 +17,7 @@
 #include "err.h"
 #include "st.h"
 #include "strmap.h"
+#include "util.h"
 
 enum rfs_src_kind { RFS_SRC_MODEL = 1, RFS_SRC_RESIDUALS = 2 };
 
@@ -28,6 +29,9 @@ struct rfs_src_tensor {
 
 struct rfs_src {
 	char *dir;               /* as given */
+	struct rfs_root root;    /* files must resolve inside (util.h) */
+	unsigned config_mode;    /* permission bits of config.json */
+	unsigned index_mode;     /* ... and of the index when sharded */
 	enum rfs_src_kind kind;
 	char *config;            /* raw config.json */
 	size_t config_len;
@@ -44,6 +48,46 @@ struct rfs_src {
 	int tie_word_embeddings; /* from config.json, default 1 as transformers */
 	int64_t vocab_size;      /* from config.json, -1 if absent */
 };
+
+/** What config.json says that residfs uses. */
+struct rfs_src_config {
+	enum rfs_src_kind kind;
+	int tie_word_embeddings; /* default 1, as transformers */
+	int64_t vocab_size;      /* -1 when absent */
+};
+
+/**
+ * Parses the text of a config.json (@path only names it in messages): one
+ * JSON object and nothing after it but white space; a model's (model_type
+ * or architectures) or a residuals directory's (residuals_version, whose
+ * known keys must have the types the `residuals` package writes).
+ * vocab_size, when present, must be a whole number in [1, 2^31).
+ */
+int rfs_src_parse_config(const char *text, size_t len, const char *path,
+			 struct rfs_src_config *out, struct rfs_err *err);
+
+/** A parsed model.safetensors.index.json. */
+struct rfs_src_index {
+	size_t nfiles;
+	char **files;           /* shard names, sorted, unique */
+	size_t nmap;
+	struct rfs_src_index_entry {
+		char *tensor;
+		size_t file;    /* index into files */
+	} *map;                 /* weight_map in file order */
+};
+
+/**
+ * Parses the text of a model.safetensors.index.json: a JSON object whose
+ * "weight_map" maps tensor names to shard names.  A shard name must be a
+ * plain file name ending in ".safetensors" (no '/', not "." or "..", not
+ * "model.safetensors", under 256 bytes).  On success *@out owns its
+ * storage (rfs_src_index_release); on failure it is zeroed.
+ */
+int rfs_src_parse_index(const char *text, size_t len, const char *path,
+			struct rfs_src_index *out, struct rfs_err *err);
+/** Frees what rfs_src_parse_index stored; accepts a zeroed index. */
+void rfs_src_index_release(struct rfs_src_index *ix);
 
 /** Opens @dir (see above).  On failure nothing is left open and @err names the file. */
 int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err);

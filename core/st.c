@@ -120,7 +120,9 @@ uint64_t rfs_dtype_bytes(enum rfs_dtype t, uint64_t numel, int *ovf)
 	return bits / 8;
 }
 
-/* Whole number in [0, 2^53] from a cJSON number, else -1. */
+/* Whole number in [0, 2^53) from a cJSON number; -2 when it is a whole
+ * number too large for that (no file holds 2^53 bytes or elements), -1
+ * for anything else. */
 static int json_u64(const cJSON *j, uint64_t *out)
 {
 	double d;
@@ -128,8 +130,10 @@ static int json_u64(const cJSON *j, uint64_t *out)
 	if (!cJSON_IsNumber(j))
 		return -1;
 	d = j->valuedouble;
+	if (d >= 9007199254740992.0)
+		return -2; /* the text was checked to be digits only: a huge integer */
 	/* below 2^53: every such double is the integer that was written */
-	if (!(d >= 0) || d >= 9007199254740992.0 || d != (double)(uint64_t)d)
+	if (!(d >= 0) || d != (double)(uint64_t)d)
 		return -1;
 	*out = (uint64_t)d;
 	return 0;
@@ -249,7 +253,7 @@ static int parse_tensor(const cJSON *e, struct rfs_st_tensor *t,
 	const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
 	const cJSON *d;
 	uint64_t bytes;
-	int type, ovf, i = 0;
+	int type, ovf, i = 0, r0, r1;
 
 	if (!cJSON_IsObject(e))
 		return rfs_errf(err, RFS_E_FORMAT, "tensor '%s': entry is not an object", t->name);
@@ -269,18 +273,33 @@ static int parse_tensor(const cJSON *e, struct rfs_st_tensor *t,
 		if (i >= RFS_ST_MAX_DIMS)
 			return rfs_errf(err, RFS_E_FORMAT, "tensor '%s': more than %d dimensions",
 					t->name, RFS_ST_MAX_DIMS);
-		if (json_u64(d, &v))
+		switch (json_u64(d, &v)) {
+		case 0:
+			break;
+		case -2:
+			return rfs_errf(err, RFS_E_FORMAT,
+					"tensor '%s': shape[%d] is %.0f, too large for any file (the limit is 2^53)",
+					t->name, i, d->valuedouble);
+		default:
 			return rfs_errf(err, RFS_E_FORMAT,
 					"tensor '%s': shape[%d] is not a non-negative integer", t->name, i);
+		}
 		t->shape[i++] = v;
 		if (__builtin_mul_overflow(t->numel, v, &t->numel))
 			return rfs_errf(err, RFS_E_FORMAT,
 					"tensor '%s': number of elements overflows", t->name);
 	}
 	t->ndim = (unsigned)i;
-	if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
-	    json_u64(cJSON_GetArrayItem(off, 0), &t->begin) ||
-	    json_u64(cJSON_GetArrayItem(off, 1), &t->end))
+	if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
+		return rfs_errf(err, RFS_E_FORMAT,
+				"tensor '%s': data_offsets must be two non-negative integers", t->name);
+	r0 = json_u64(cJSON_GetArrayItem(off, 0), &t->begin);
+	r1 = json_u64(cJSON_GetArrayItem(off, 1), &t->end);
+	if (r0 == -2 || r1 == -2)
+		return rfs_errf(err, RFS_E_FORMAT,
+				"tensor '%s': data_offsets lie beyond 2^53 bytes, past the end of any file",
+				t->name);
+	if (r0 || r1)
 		return rfs_errf(err, RFS_E_FORMAT,
 				"tensor '%s': data_offsets must be two non-negative integers", t->name);
 	if (t->end < t->begin)
@@ -410,6 +429,13 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 	for (i = 0; i < f->ntensors; i++) {
 		const struct rfs_st_tensor *t = &f->tensors[i];
 
+		if (t->end > file_size - 8 - hlen) {
+			ret = rfs_errf(err, RFS_E_FORMAT,
+				       "tensor '%s': data_offsets [%llu, %llu] end past the end of the file's data (%llu bytes after the header)",
+				       t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+				       (unsigned long long)(file_size - 8 - hlen));
+			goto out;
+		}
 		if (t->begin != pos) {
 			ret = rfs_errf(err, RFS_E_FORMAT,
 				       "tensor '%s': data_offsets begin at %llu but the previous tensor ends at %llu (%s)",
@@ -441,11 +467,11 @@ int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 	f->fd = -1;
 	if (hlen > RFS_ST_MAX_HEADER)
 		return rfs_errf(err, RFS_E_FORMAT,
-				"%s: header length %llu exceeds the limit of %llu", name,
-				(unsigned long long)hlen, RFS_ST_MAX_HEADER);
+				"%s: not a safetensors file: its first 8 bytes, read as the header length, give %llu, over the limit of %llu",
+				name, (unsigned long long)hlen, RFS_ST_MAX_HEADER);
 	if (file_size < 8 || hlen > file_size - 8)
 		return rfs_errf(err, RFS_E_FORMAT,
-				"%s: header length %llu does not fit in a file of %llu bytes",
+				"%s: not a safetensors file: its first 8 bytes, read as the header length, give %llu, more than the file's %llu bytes can hold",
 				name, (unsigned long long)hlen, (unsigned long long)file_size);
 	f->path = strdup(name);
 	f->header = malloc(hlen + 1);
@@ -474,27 +500,36 @@ int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 
 int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 {
-	struct rfs_st_file *f = NULL;
-	unsigned char lenb[8];
 	struct stat st;
-	uint64_t hlen = 0;
-	char *hdr = NULL;
-	int fd, i, ret;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return rfs_errsys(err, "%s: cannot open", path);
 	if (fstat(fd, &st)) {
-		ret = rfs_errsys(err, "%s: cannot stat", path);
-		goto fail;
+		int ret = rfs_errsys(err, "%s: cannot stat", path);
+
+		close(fd);
+		return ret;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	return rfs_st_open_fd(fd, &st, path, out, err);
+}
+
+int rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
+		   struct rfs_err *err)
+{
+	struct rfs_st_file *f = NULL;
+	unsigned char lenb[8];
+	uint64_t hlen = 0;
+	char *hdr = NULL;
+	int i, ret;
+
+	if (!S_ISREG(st->st_mode)) {
 		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
 		goto fail;
 	}
-	if (st.st_size < 8) {
+	if (st->st_size < 8) {
 		ret = rfs_errf(err, RFS_E_FORMAT, "%s: file of %lld bytes is too short for a safetensors header",
-			       path, (long long)st.st_size);
+			       path, (long long)st->st_size);
 		goto fail;
 	}
 	if (rfs_pread_all(fd, lenb, 8, 0)) {
@@ -503,10 +538,10 @@ int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 	}
 	for (i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | lenb[i];
-	if (hlen > RFS_ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
+	if (hlen > RFS_ST_MAX_HEADER || hlen > (uint64_t)st->st_size - 8) {
 		struct rfs_st_file tmp;
 
-		ret = rfs_st_parse(path, "", hlen, (uint64_t)st.st_size, &tmp, err);
+		ret = rfs_st_parse(path, "", hlen, (uint64_t)st->st_size, &tmp, err);
 		goto fail;
 	}
 	hdr = malloc(hlen ? hlen : 1);
@@ -519,14 +554,16 @@ int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 		ret = rfs_errsys(err, "%s: cannot read header", path);
 		goto fail;
 	}
-	ret = rfs_st_parse(path, hdr, hlen, (uint64_t)st.st_size, f, err);
+	ret = rfs_st_parse(path, hdr, hlen, (uint64_t)st->st_size, f, err);
 	if (ret)
 		goto fail;
 	free(hdr);
 	f->fd = fd;
-	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	f->dev = st.st_dev;
-	f->ino = st.st_ino;
+	f->mtime_ns = rfs_ts_ns(&st->st_mtim);
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	f->mode = st->st_mode & 07777;
+	rfs_ident_init(&f->ident, f->path, fd, st);
 	*out = f;
 	return 0;
 fail:
@@ -565,6 +602,7 @@ void rfs_st_close(struct rfs_st_file *f)
 		return;
 	if (f->fd >= 0)
 		close(f->fd);
+	rfs_ident_release(&f->ident);
 	rfs_st_release(f);
 	free(f);
 }

@@ -15,9 +15,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "err.h"
+#include "ident.h"
 
 #define RFS_ST_MAX_HEADER 100000000ull
 #define RFS_ST_MAX_DIMS 16
@@ -73,6 +75,8 @@ struct rfs_st_file {
 	struct rfs_st_meta *meta; /* in file order */
 	int64_t mtime_ns;
 	uint64_t dev, ino;
+	unsigned mode;    /* permission bits of the file */
+	struct rfs_ident ident; /* when opened: identity for change detection */
 };
 
 /**
@@ -81,6 +85,14 @@ struct rfs_st_file {
  * and what is wrong.
  */
 int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err);
+
+/**
+ * rfs_st_open on a descriptor already open on a regular file (@st its
+ * fstat); @path names it.  The file takes @fd over on success; on failure
+ * @fd is closed.
+ */
+int rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
+		   struct rfs_err *err);
 
 /**
  * Validates a header held in memory: @hdr (N = @hlen bytes) for a file of

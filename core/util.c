@@ -9,56 +9,46 @@
 #include <time.h>
 #include <unistd.h>
 
+int rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
+		size_t *len, struct rfs_err *err)
+{
+	char *buf;
+
+	if ((uint64_t)st->st_size > max)
+		return rfs_errf(err, RFS_E_FORMAT, "%s: %lld bytes is larger than the %zu allowed",
+				path, (long long)st->st_size, max);
+	buf = malloc((size_t)st->st_size + 1);
+	if (!buf)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	if (rfs_pread_all(fd, buf, (size_t)st->st_size, 0)) {
+		int ret = errno == EIO ? rfs_errf(err, RFS_E_IO, "%s: shorter than its size: it is changing", path)
+				       : rfs_errsys(err, "%s: cannot read", path);
+
+		free(buf);
+		return ret;
+	}
+	buf[st->st_size] = 0;
+	*out = buf;
+	if (len)
+		*len = (size_t)st->st_size;
+	return 0;
+}
+
 int rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err)
 {
 	struct stat st;
-	char *buf = NULL;
-	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), ret;
 
 	if (fd < 0)
 		return rfs_errsys(err, "%s: cannot open", path);
-	if (fstat(fd, &st)) {
-		rfs_errsys(err, "%s: cannot stat", path);
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
-		goto fail;
-	}
-	if ((uint64_t)st.st_size > max) {
-		rfs_errf(err, RFS_E_FORMAT, "%s: %lld bytes is larger than the %zu allowed",
-			 path, (long long)st.st_size, max);
-		goto fail;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		rfs_errf(err, RFS_E_NOMEM, "out of memory");
-		goto fail;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rfs_errsys(err, "%s: cannot read", path);
-			goto fail;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	buf[got] = 0;
+	if (fstat(fd, &st))
+		ret = rfs_errsys(err, "%s: cannot stat", path);
+	else if (!S_ISREG(st.st_mode))
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
+	else
+		ret = rfs_read_fd(fd, &st, path, max, out, len, err);
 	close(fd);
-	*out = buf;
-	if (len)
-		*len = got;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return err ? err->code : RFS_E_IO;
+	return ret;
 }
 
 int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
@@ -101,6 +91,131 @@ int rfs_file_exists_at(const char *dir, const char *name)
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
 		return 0;
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int rfs_entry_exists_at(const char *dir, const char *name)
+{
+	char path[4096];
+	struct stat st;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return 0;
+	return lstat(path, &st) == 0;
+}
+
+/* Is @path (resolved) @root itself or below it? */
+static int path_within(const char *path, const char *root)
+{
+	size_t n = strlen(root);
+
+	if (n == 1 && root[0] == '/')
+		return 1;
+	return !strncmp(path, root, n) && (path[n] == '/' || path[n] == 0);
+}
+
+int rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err)
+{
+	char *slash, *blobs = NULL;
+	struct stat st;
+
+	memset(r, 0, sizeof(*r));
+	r->dir = realpath(dir, NULL);
+	if (!r->dir)
+		return rfs_errsys(err, "%s", dir);
+	if (stat(r->dir, &st) || !S_ISDIR(st.st_mode)) {
+		rfs_root_release(r);
+		return rfs_errf(err, RFS_E_FORMAT, "%s: not a directory", dir);
+	}
+	/* a Hugging Face cache snapshot: REPO/snapshots/REV -> REPO/blobs */
+	slash = strrchr(r->dir, '/');
+	if (slash && slash > r->dir) {
+		const char *p = slash;
+
+		while (p > r->dir && p[-1] != '/')
+			p--;
+		if ((size_t)(slash - p) == 9 && !strncmp(p, "snapshots", 9) &&
+		    asprintf(&blobs, "%.*sblobs", (int)(p - r->dir), r->dir) > 0) {
+			r->blobs = realpath(blobs, NULL);
+			free(blobs);
+			if (r->blobs && (stat(r->blobs, &st) || !S_ISDIR(st.st_mode))) {
+				free(r->blobs);
+				r->blobs = NULL;
+			}
+		}
+	}
+	return 0;
+}
+
+void rfs_root_release(struct rfs_root *r)
+{
+	free(r->dir);
+	free(r->blobs);
+	memset(r, 0, sizeof(*r));
+}
+
+static int root_contains(const struct rfs_root *r, const char *real)
+{
+	return path_within(real, r->dir) || (r->blobs && path_within(real, r->blobs));
+}
+
+int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
+		  struct stat *st, struct rfs_err *err)
+{
+	char path[4096], link[64], real[4096], *res;
+	struct stat pre;
+	ssize_t n;
+	int f, ret;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return rfs_errf(err, RFS_E_RANGE, "%s/%s: path too long", dir, name);
+	/* resolve first, so that nothing outside is even opened (a device's
+	 * open can have effects), and refuse what is not a regular file */
+	res = realpath(path, NULL);
+	if (!res)
+		return rfs_errsys(err, "%s: cannot open", path);
+	if (!root_contains(r, res)) {
+		ret = rfs_errf(err, RFS_E_FORMAT,
+			       "%s: is a link to %s, outside the directory %s: refused (a model directory's files must be inside it)",
+			       path, res, r->dir);
+		free(res);
+		return ret;
+	}
+	if (stat(res, &pre) || !S_ISREG(pre.st_mode)) {
+		ret = errno == ENOENT ? rfs_errsys(err, "%s: cannot open", path)
+				      : rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
+		free(res);
+		return ret;
+	}
+	/* O_NONBLOCK: a FIFO swapped in meanwhile must not block us */
+	f = open(res, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+	free(res);
+	if (f < 0)
+		return rfs_errsys(err, "%s: cannot open", path);
+	if (fstat(f, st)) {
+		ret = rfs_errsys(err, "%s: cannot stat", path);
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode) || st->st_dev != pre.st_dev || st->st_ino != pre.st_ino) {
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: changed while it was being opened", path);
+		goto fail;
+	}
+	/* what was opened, not what a path said a moment ago */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", f);
+	n = readlink(link, real, sizeof(real) - 1);
+	if (n > 0) {
+		real[n] = 0;
+		if (!root_contains(r, real)) {
+			ret = rfs_errf(err, RFS_E_FORMAT, "%s: resolves to %s, outside the directory %s: refused",
+				       path, real, r->dir);
+			goto fail;
+		}
+	}
+	fcntl(f, F_SETFL, fcntl(f, F_GETFL) & ~O_NONBLOCK);
+	*fd = f;
+	return 0;
+fail:
+	close(f);
+	return ret;
 }
 
 void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len)

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "err.h"
 
@@ -35,6 +36,45 @@ int rfs_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /** 1 when DIR/NAME is a regular file (links followed). */
 int rfs_file_exists_at(const char *dir, const char *name);
+
+/** 1 when DIR/NAME names anything at all (a dangling link included). */
+int rfs_entry_exists_at(const char *dir, const char *name);
+
+/**
+ * A term's directory as a containment boundary.  Model files come from
+ * strangers: a file of a term must resolve inside the term's directory
+ * (a link to /etc/shadow must not be served or exported), except that in
+ * a Hugging Face cache snapshot (.../snapshots/REV/) the links into the
+ * repository's blobs/ directory are how files are stored, so that
+ * directory counts as inside too.
+ */
+struct rfs_root {
+	char *dir;   /* the directory, resolved (realpath) */
+	char *blobs; /* .../blobs beside snapshots/, resolved; NULL otherwise */
+};
+
+/** Resolves @dir (which must be a directory).  On failure @r is zeroed. */
+int rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err);
+/** Frees what rfs_root_init stored; accepts a zeroed root. */
+void rfs_root_release(struct rfs_root *r);
+
+/**
+ * Opens @dir/@name for reading, where @dir is the path the user gave for
+ * @r and @name a plain file name.  Refused (RFS_E_FORMAT, nothing left
+ * open): anything that is not a regular file (a FIFO or a device is
+ * refused without blocking or reading it) and a file that resolves
+ * outside @r.  On success *@fd is open (close-on-exec) and *@st its fstat.
+ */
+int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
+		  struct stat *st, struct rfs_err *err);
+
+/**
+ * Reads the whole regular file open as @fd (at most @max bytes, size from
+ * @st) into a NUL-terminated buffer the caller frees; @path names it in
+ * messages.  The descriptor stays open.
+ */
+int rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
+		size_t *len, struct rfs_err *err);
 
 /** Formats a shape as Python's list repr: "[128256, 4096]", "[]". */
 void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len);

@@ -73,7 +73,8 @@ static void fill_stat(struct mnt *m, const struct rfs_vfile *vf, struct stat *st
 		st->st_ino = 1;
 		return;
 	}
-	st->st_mode = S_IFREG | 0444;
+	/* the sources' read bits: a 0600 source is not shown to everyone */
+	st->st_mode = S_IFREG | (vf->mode & 0444);
 	st->st_nlink = 1;
 	st->st_ino = vf->ino;
 	st->st_size = (off_t)vf->size;
@@ -128,10 +129,45 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	return 0;
 }
 
+/* Logs @msg about @vf: read errors a few times in all, a changed source
+ * once for each source file (@id), whatever came before. */
+static void log_error(struct mnt *m, const struct rfs_vfile *vf, const char *what,
+		      long long off, const struct rfs_err *err, struct rfs_ident *id)
+{
+	if (id ? !rfs_ident_first_report(id)
+	       : __atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) >= 20)
+		return;
+	if (off >= 0) {
+		if (m->daemon)
+			syslog(LOG_ERR, "error: %s %s at %lld: %s", what, vf->name, off, err->msg);
+		else
+			fprintf(stderr, "residfs: error: %s %s at %lld: %s\n", what, vf->name, off,
+				err->msg);
+	} else if (m->daemon) {
+		syslog(LOG_ERR, "error: %s %s: %s", what, vf->name, err->msg);
+	} else {
+		fprintf(stderr, "residfs: error: %s %s: %s\n", what, vf->name, err->msg);
+	}
+}
+
+/* The source file of @vf that changed, if the error says one did. */
+static struct rfs_ident *changed_source(const struct rfs_vfile *vf, const struct rfs_err *err)
+{
+	struct rfs_ident *id = NULL;
+	struct rfs_err e = { 0 };
+
+	if (err->code != RFS_E_CHANGED)
+		return NULL;
+	rfs_vfile_check(vf, 0, &id, &e);
+	return id;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct mnt *m = ctx();
 	const struct rfs_vfile *vf = lookup(m, path);
+	struct rfs_err err = { 0 };
+	struct rfs_ident *id = NULL;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;
@@ -142,6 +178,11 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	}
 	if (!vf)
 		return -ENOENT;
+	/* a source changed since mounting: refuse now rather than mid-read */
+	if (rfs_vfile_check(vf, 1, &id, &err)) {
+		log_error(m, vf, "opening", -1, &err, id);
+		return -EIO;
+	}
 	fi->fh = (uint64_t)(vf - m->plan->files);
 	fi->keep_cache = 1;
 	return 0;
@@ -184,15 +225,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	rfs_cache_count_request(m->cache, size);
 	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, m->cache, &err);
 	if (r < 0) {
-		/* the reader gets EIO (or SIGBUS in a mapping): say why, a few times */
-		if (__atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) < 20) {
-			if (m->daemon)
-				syslog(LOG_ERR, "error: reading %s at %lld: %s", vf->name,
-				       (long long)off, err.msg);
-			else
-				fprintf(stderr, "residfs: error: reading %s at %lld: %s\n", vf->name,
-					(long long)off, err.msg);
-		}
+		/* the reader gets EIO (or SIGBUS in a mapping): say why */
+		log_error(m, vf, "reading", (long long)off, &err, changed_source(vf, &err));
 		return -rfs_err_errno(&err);
 	}
 	return (int)r;

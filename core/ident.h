@@ -1,0 +1,72 @@
+/*
+ * ident.h - an open source file, its identity and change detection.
+ *
+ * The plan reads every source file through a descriptor opened once, at
+ * mount time, and checks the file's layout then.  A file that someone
+ * rewrites in place afterwards (same inode, other bytes), replaces by
+ * rename, truncates or deletes would otherwise be read with the old
+ * header's offsets: silently wrong bytes.  So each file keeps the identity
+ * it had when it was checked (device, inode, size, mtime, ctime) and
+ * rfs_ident_check() compares it with both the descriptor (fstat: changed
+ * in place, truncated) and the path (stat: replaced, deleted, something
+ * else swapped in).  Once a change is seen the file stays "changed" for
+ * the life of the plan: every read of bytes derived from it fails.
+ *
+ * Cost: the check stats twice, so on read paths it runs at most once per
+ * RFS_IDENT_RECHECK_NS per file (a clock read otherwise); opens force it.
+ * Thread-safe: the fields after init are atomics or read-only.
+ */
+#ifndef RFS_IDENT_H
+#define RFS_IDENT_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "err.h"
+
+/* How stale a "not changed" verdict may get on read paths: reads that
+ * start later than this after a change fail.  A second is short against
+ * anyone's rewrite of a multi-GB file and costs two stats per second per
+ * file being read. */
+#define RFS_IDENT_RECHECK_NS 1000000000ull
+
+struct rfs_ident {
+	const char *path;     /* as the user named it, for messages; not owned */
+	char *abs;            /* absolute path stat()ed by checks; owned, NULL: path */
+	int fd;               /* not owned */
+	uint64_t dev, ino, size;
+	int64_t mtime_ns, ctime_ns;
+	unsigned mode;        /* permission bits when checked */
+	uint64_t next_check;  /* monotonic ns; atomic */
+	int changed;          /* sticky; atomic */
+	int reported;         /* set by the first rfs_ident_first_report(); atomic */
+	char why[160];        /* what changed: written once, before changed is set */
+};
+
+/** Records @st (an fstat of @fd, opened from @path) as the identity. */
+void rfs_ident_init(struct rfs_ident *id, const char *path, int fd, const struct stat *st);
+
+/**
+ * Checks will stat @dir/@name (an absolute directory: a daemon changes its
+ * working directory) rather than the path given to rfs_ident_init.
+ * RFS_E_NOMEM on failure.
+ */
+int rfs_ident_locate(struct rfs_ident *id, const char *dir, const char *name);
+
+/** Frees what rfs_ident_locate stored. */
+void rfs_ident_release(struct rfs_ident *id);
+
+/**
+ * 0 while the file is as recorded; RFS_E_CHANGED once it is not, with
+ * @err naming the file and what changed.  Without @force the stats run
+ * only when the last check is older than RFS_IDENT_RECHECK_NS.
+ */
+int rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err);
+
+/** 1 for the first caller after a change was seen (to log it once), else 0. */
+int rfs_ident_first_report(struct rfs_ident *id);
+
+/** Nanoseconds of a timespec, for identities and mtimes. */
+int64_t rfs_ts_ns(const struct timespec *ts);
+
+#endif
