@@ -923,7 +923,7 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 			nd++;
 			if (kdt < 0) {
 				ret = rfs_errf(b->err, RFS_E_MISMATCH,
-					       "%s: delta for tensor '%s', but the base tensor in %s is %s, not a floating type",
+					       "%s: delta for tensor '%s', but the base tensor in %s is %s; residfs merges F32, BF16 and F16 tensors only (others pass through unchanged and take no delta)",
 					       d->file->path, t->name, f->path, rfs_dtype_name(t->dtype));
 				goto out;
 			}
@@ -1284,7 +1284,7 @@ static int plan_compute(struct build *b)
 			goto out;
 		}
 		if (rfs_dtype_kdt(bt->t->dtype) < 0 || rfs_dtype_kdt(it->t->dtype) < 0) {
-			note(b, "tensor '%s' is %s, not floating: left out of the residuals",
+			note(b, "tensor '%s' is %s, which residfs does not compute (F32, BF16 and F16 only): left out of the residuals",
 			     bt->t->name, rfs_dtype_name(bt->t->dtype));
 			continue;
 		}
