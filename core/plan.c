@@ -315,11 +315,13 @@ static int add_passthrough_file(struct build *b, const struct rfs_src *s, const 
 	return add_vfile(b, name, &v);
 }
 
+/* A computed tensor with room for @nops operands (a model of 100k small
+ * tensors holds 100k of these: no fixed array of the maximum). */
 static struct rfs_comp *new_comp(struct build *b, const char *name, enum rfs_kdt out,
-				 uint64_t numel)
+				 uint64_t numel, unsigned nops)
 {
 	struct rfs_plan *p = b->p;
-	struct rfs_comp *c = calloc(1, sizeof(*c)), **n;
+	struct rfs_comp *c = calloc(1, sizeof(*c) + nops * sizeof(c->ops[0])), **n;
 
 	if (!c)
 		return NULL;
@@ -976,7 +978,7 @@ static int plan_apply_file(struct build *b, size_t fi, struct rfs_strmap *used,
 					*vocab = (int64_t)rows;
 			}
 			o[i].comp = new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype),
-					     out_numel(ti));
+					     out_numel(ti), 1 + (unsigned)nd);
 			if (!o[i].comp) {
 				ret = nomem(b);
 				goto out;
@@ -1326,7 +1328,7 @@ static int plan_compute(struct build *b)
 		numel = it->t->numel;
 		c[n].name = ti->name;
 		c[n].o.info = ti;
-		c[n].o.comp = new_comp(b, ti->name, (enum rfs_kdt)rfs_dtype_kdt(odt), numel);
+		c[n].o.comp = new_comp(b, ti->name, (enum rfs_kdt)rfs_dtype_kdt(odt), numel, 2);
 		if (!c[n].o.comp) {
 			ret = nomem(b);
 			goto out;
@@ -1439,7 +1441,8 @@ int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 				goto fail;
 			}
 	}
-	b.tinfo_cap = p->src[0]->ntensors + p->src[1]->ntensors + 1;
+	/* one per base tensor, and the tied lm_head compute mode may add */
+	b.tinfo_cap = p->src[p->compute ? 1 : 0]->ntensors + 1;
 	p->tinfo = calloc(b.tinfo_cap, sizeof(*p->tinfo));
 	if (!p->tinfo) {
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");

@@ -43,9 +43,9 @@ struct rfs_comp {
 	const char *name;     /* tensor name */
 	enum rfs_kdt out_dtype;
 	uint64_t numel;
-	unsigned nops;
+	unsigned nops;        /* at most RFS_SPEC_MAX_TERMS */
 	int cast_first;
-	struct rfs_operand ops[RFS_SPEC_MAX_TERMS];
+	struct rfs_operand ops[]; /* nops of them (allocated for the count) */
 };
 
 enum rfs_seg_kind { RFS_SEG_LIT, RFS_SEG_FILE, RFS_SEG_COMP };
