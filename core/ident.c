@@ -88,13 +88,16 @@ int rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err)
 
 	if (__atomic_load_n(&id->changed, __ATOMIC_ACQUIRE))
 		return changed_err(id, err);
-	now = mono_ns();
-	if (!force && now < __atomic_load_n(&id->next_check, __ATOMIC_RELAXED))
-		return 0;
+	/* the descriptor every time: a write in place changes mtime and ctime
+	 * before it copies its bytes, so a read whose last check saw neither
+	 * changed read no new byte */
 	if (fstat(id->fd, &st))
 		why = "cannot be checked (fstat failed)";
 	else
 		why = differs(id, &st, buf, sizeof(buf));
+	now = mono_ns();
+	if (!why && !force && now < __atomic_load_n(&id->next_check, __ATOMIC_RELAXED))
+		return 0;
 	if (!why) {
 		if (stat(id->abs ? id->abs : id->path, &st))
 			why = "was deleted or renamed";

@@ -12,8 +12,12 @@
  * else swapped in).  Once a change is seen the file stays "changed" for
  * the life of the plan: every read of bytes derived from it fails.
  *
- * Cost: the check stats twice, so on read paths it runs at most once per
- * RFS_IDENT_RECHECK_NS per file (a clock read otherwise); opens force it.
+ * What the descriptor shows is checked on every call (one fstat): a write
+ * in place updates mtime and ctime before it copies its bytes, so a read
+ * checked before and after saw no new byte.  The path (a stat and its
+ * lookup) is checked at most once per RFS_IDENT_RECHECK_NS per file on read
+ * paths, and on every open: a file replaced by rename or deleted leaves
+ * our descriptor on the old, consistent bytes, so that can wait a moment.
  * Thread-safe: the fields after init are atomics or read-only.
  */
 #ifndef RFS_IDENT_H
@@ -24,10 +28,9 @@
 
 #include "err.h"
 
-/* How stale a "not changed" verdict may get on read paths: reads that
- * start later than this after a change fail.  A second is short against
- * anyone's rewrite of a multi-GB file and costs two stats per second per
- * file being read. */
+/* How stale the path's verdict may get on read paths: reads that start
+ * later than this after a file was replaced or deleted fail (until then
+ * they get the old file's bytes, whole).  One stat a second per file. */
 #define RFS_IDENT_RECHECK_NS 1000000000ull
 
 struct rfs_ident {
@@ -58,8 +61,9 @@ void rfs_ident_release(struct rfs_ident *id);
 
 /**
  * 0 while the file is as recorded; RFS_E_CHANGED once it is not, with
- * @err naming the file and what changed.  Without @force the stats run
- * only when the last check is older than RFS_IDENT_RECHECK_NS.
+ * @err naming the file and what changed.  The descriptor is checked every
+ * time; the path, without @force, only when its last check is older than
+ * RFS_IDENT_RECHECK_NS.
  */
 int rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err);
 
