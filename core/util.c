@@ -180,9 +180,13 @@ int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, i
 		free(res);
 		return ret;
 	}
-	if (stat(res, &pre) || !S_ISREG(pre.st_mode)) {
-		ret = errno == ENOENT ? rfs_errsys(err, "%s: cannot open", path)
-				      : rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
+	if (stat(res, &pre))
+		ret = rfs_errsys(err, "%s: cannot open", path);
+	else if (!S_ISREG(pre.st_mode))
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
+	else
+		ret = 0;
+	if (ret) {
 		free(res);
 		return ret;
 	}
