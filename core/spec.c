@@ -5,6 +5,7 @@
  */
 #include "spec.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +19,8 @@ struct reading {
 	size_t nterms;
 	size_t beg[RFS_SPEC_MAX_TERMS], end[RFS_SPEC_MAX_TERMS]; /* path span */
 	double scale[RFS_SPEC_MAX_TERMS];
+	size_t sbeg[RFS_SPEC_MAX_TERMS]; /* scale text [sbeg, beg - 1) when beg > sbeg */
+	const char *bad[RFS_SPEC_MAX_TERMS]; /* why the scale is unusable, or NULL */
 };
 
 struct search {
@@ -68,8 +71,55 @@ static int span_isdir(struct search *s, size_t b, size_t e)
 	return r;
 }
 
-/* Parses "NUMBER*" at [b, e); returns the offset after '*' or 0. */
-static size_t scale_prefix(const char *t, size_t b, size_t e, double *scale)
+/*
+ * Why @v (read by strtod, @erange: it set ERANGE) does not survive the
+ * conversion to float32, or NULL when it does.  Doubles from FLT_MAX plus
+ * half an ulp (2^128 - 2^103) up round to infinity; that bound is checked
+ * before converting, so the conversion itself is always in range.
+ */
+static const char *scale_why(double v, int erange)
+{
+	if (isnan(v))
+		return "is not a number";
+	if ((erange && fabs(v) >= 1) || fabs(v) >= 0x1p128 - 0x1p103)
+		return "is too large for float32 (the arithmetic is float32; the largest magnitude is FLT_MAX, 3.4028235e38)";
+	if (erange || (v != 0 && fpclassify((float)v) != FP_NORMAL))
+		return "is too small for float32 (the arithmetic is float32; a non-zero magnitude below "
+		       "FLT_MIN, 1.1754944e-38, becomes 0 or loses precision)";
+	return NULL;
+}
+
+int rfs_spec_scale_check(double scale, struct rfs_err *err)
+{
+	const char *why = scale_why(scale, 0);
+
+	return why ? rfs_errf(err, RFS_E_SPEC, "scale %g %s", scale, why) : 0;
+}
+
+int rfs_spec_scale_parse(const char *text, double *out, struct rfs_err *err)
+{
+	const char *why;
+	char *end;
+	double v;
+
+	if (!*text || isspace((unsigned char)*text))
+		return rfs_errf(err, RFS_E_SPEC, "'%s' is not a number", text);
+	errno = 0;
+	v = strtod(text, &end);
+	if (*end || end == text)
+		return rfs_errf(err, RFS_E_SPEC, "'%s' is not a number", text);
+	why = scale_why(v, errno == ERANGE);
+	if (why)
+		return rfs_errf(err, RFS_E_SPEC, "'%s' %s", text, why);
+	*out = v;
+	return 0;
+}
+
+/* Parses "NUMBER*" at [b, e); returns the offset after '*' or 0 (no
+ * number: the span can only be a path).  A number that does not survive
+ * float32 is still a scale, with *@bad saying why, so that a SPEC using it
+ * is refused naming it rather than read as a missing path. */
+static size_t scale_prefix(const char *t, size_t b, size_t e, double *scale, const char **bad)
 {
 	const char *star = memchr(t + b, '*', e - b);
 	char num[64], *endp;
@@ -84,8 +134,9 @@ static size_t scale_prefix(const char *t, size_t b, size_t e, double *scale)
 	num[n] = 0;
 	errno = 0;
 	*scale = strtod(num, &endp);
-	if (errno || *endp || !isfinite(*scale))
-		return 0;
+	if (*endp || (errno != ERANGE && !isfinite(*scale)))
+		return 0; /* not a number, or "nan"/"inf" spelled out */
+	*bad = scale_why(*scale, errno == ERANGE);
 	return (size_t)(star - t) + 1;
 }
 
@@ -101,6 +152,7 @@ static void dfs(struct search *s, size_t pos, double sign)
 	for (e = pos + 1; e <= s->len; e++) {
 		size_t k = s->cur.nterms, pb;
 		double sc = 1.0;
+		const char *bad = NULL;
 		int variant;
 
 		if (e < s->len && s->text[e] != '+' && s->text[e] != '-')
@@ -108,18 +160,21 @@ static void dfs(struct search *s, size_t pos, double sign)
 		/* two readings of an operand: "N*path" and the literal path */
 		for (variant = 0; variant < 2; variant++) {
 			if (variant == 0) {
-				pb = scale_prefix(s->text, pos, e, &sc);
+				pb = scale_prefix(s->text, pos, e, &sc, &bad);
 				if (!pb || pb >= e)
 					continue;
 			} else {
 				pb = pos;
 				sc = 1.0;
+				bad = NULL;
 			}
 			if (!span_isdir(s, pb, e))
 				continue;
 			s->cur.beg[k] = pb;
 			s->cur.end[k] = e;
 			s->cur.scale[k] = sign * sc;
+			s->cur.sbeg[k] = pos;
+			s->cur.bad[k] = bad;
 			s->cur.nterms = k + 1;
 			if (e == s->len) {
 				if (s->nfound < MAX_READINGS)
@@ -159,10 +214,13 @@ static void describe(const struct search *s, const struct reading *r, char *buf,
 
 int rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err)
 {
+	const char *why = scale_why(scale, 0);
 	char *p;
 
 	if (s->nterms >= RFS_SPEC_MAX_TERMS)
 		return rfs_errf(err, RFS_E_SPEC, "too many terms (at most %d)", RFS_SPEC_MAX_TERMS);
+	if (why)
+		return rfs_errf(err, RFS_E_SPEC, "%s: scale %g %s", path, scale, why);
 	p = strdup(path);
 	if (!p)
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
@@ -251,6 +309,16 @@ int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
 		goto out;
 	}
 	for (i = 0; i < s->found[0].nterms; i++) {
+		const struct reading *r = &s->found[0];
+
+		if (r->bad[i]) {
+			ret = rfs_errf(err, RFS_E_SPEC, "SPEC '%s': scale '%.*s' of '%.*s' %s", text,
+				       (int)(r->beg[i] - 1 - r->sbeg[i]), text + r->sbeg[i],
+				       (int)(r->end[i] - r->beg[i]), text + r->beg[i], r->bad[i]);
+			goto out;
+		}
+	}
+	for (i = 0; i < s->found[0].nterms; i++) {
 		char *p = strndup(text + s->found[0].beg[i], s->found[0].end[i] - s->found[0].beg[i]);
 
 		if (!p) {
@@ -283,10 +351,18 @@ void rfs_spec_format(const struct rfs_spec *s, char *buf, size_t len)
 
 		if (sc < 0)
 			sc = -sc;
-		if (sc == 1.0)
+		if (sc == 1.0) {
 			n = snprintf(buf + off, len - off, "%s%s", op, s->terms[i].path);
-		else
-			n = snprintf(buf + off, len - off, "%s%g*%s", op, sc, s->terms[i].path);
+		} else {
+			char num[40];
+
+			/* %g unless it loses digits: FLT_MIN as "1.17549e-38"
+			 * would read back below FLT_MIN, and be refused */
+			snprintf(num, sizeof(num), "%g", sc);
+			if (strtod(num, NULL) != sc)
+				snprintf(num, sizeof(num), "%.17g", sc);
+			n = snprintf(buf + off, len - off, "%s%s*%s", op, num, s->terms[i].path);
+		}
 		if (n < 0)
 			break;
 		off += (size_t)n;

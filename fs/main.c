@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,6 +26,7 @@
 #include "core/export.h"
 #include "core/inspect.h"
 #include "core/plan.h"
+#include "core/spec.h"
 #include "core/util.h"
 #include "mount.h"
 
@@ -46,6 +48,7 @@ static const char usage_text[] =
 	"  INSTRUCT-BASE     compute mode: the result is a residuals directory\n"
 	"  Terms are local directories; paths may contain '+' and '-'.\n"
 	"  Long form instead of SPEC: --base DIR --delta DIR [--scale S] ... | --instruct DIR --base DIR\n"
+	"  A scale must survive float32: 0, or a magnitude from 1.1754944e-38 to 3.4028235e38.\n"
 	"\n"
 	"options (mount, export, inspect):\n"
 	"  --dtype bf16|fp16|fp32        output dtype of floating tensors\n"
@@ -59,14 +62,19 @@ static const char usage_text[] =
 	"                                present and measured faster)\n"
 	"mount:\n"
 	"  -f, --foreground              do not daemonize\n"
-	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other)\n"
+	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other); repeated -o\n"
+	"                                options add up\n"
 	"  -d, --debug                   FUSE debug output (implies -f)\n"
-	"  --readahead-kb N              readahead of the mount when root (default 4096)\n"
-	"  --cache-size SIZE             block cache budget, e.g. 512M, 2G, 0 (default 256M)\n"
+	"  --readahead-kb N              readahead of the mount when root, 0 to 1048576\n"
+	"                                (default 4096)\n"
+	"  --cache-size SIZE             block cache budget, e.g. 512M, 1.5G, 0; whole bytes,\n"
+	"                                at most the machine's memory (default 256M)\n"
 	"export:\n"
-	"  --force                       write into a non-empty OUTDIR\n"
+	"  --force                       write into a non-empty OUTDIR (never a SPEC's\n"
+	"                                directory)\n"
 	"  --quiet                       no progress display\n"
-	"  --threads N                   compute threads (default: one per CPU)\n"
+	"  --threads N                   compute threads, 1 to 64 (default: one per CPU,\n"
+	"                                at most 16)\n"
 	"inspect:\n"
 	"  --json                        JSON output\n"
 	"demo:\n"
@@ -147,44 +155,104 @@ struct cli {
 	const char *dir;
 	const char *pos[4];
 	size_t npos;
+	char *fuse_opts;        /* every -o joined with ',' (owned) */
 };
 
-static unsigned parse_uint(const char *opt, const char *s)
+/* A whole number in [@min, @max], decimal digits only (no sign, no space). */
+static unsigned parse_uint(const char *opt, const char *s, unsigned min, unsigned max)
 {
-	char *end;
-	unsigned long v;
+	unsigned long v = 0;
+	const char *p;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || !*s || v > 1u << 30)
-		die_usage("%s: '%s' is not a number", opt, s);
+	if (!*s)
+		die_usage("%s: '' is not a whole number", opt);
+	for (p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			die_usage("%s: '%s' is not a whole number", opt, s);
+		v = v * 10 + (unsigned long)(*p - '0');
+		if (v > max)
+			die_usage("%s: '%s' is more than %u", opt, s, max);
+	}
+	if (v < min)
+		die_usage("%s: '%s' is less than %u", opt, s, min);
 	return (unsigned)v;
 }
 
-/* "256M", "1G", "1048576" -> bytes */
+/* The machine's physical memory in bytes; 2^50 when unknown. */
+static uint64_t phys_mem(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+
+	if (pages <= 0 || psz <= 0 || (uint64_t)pages > (1ull << 50) / (uint64_t)psz)
+		return 1ull << 50;
+	return (uint64_t)pages * (uint64_t)psz;
+}
+
+/*
+ * "256M", "1.5G", "1048576", "0" -> bytes: digits with an optional
+ * fraction, an optional K, M, G or T (powers of 1024, either case), then an
+ * optional "B" or "iB" ("iB" only after a letter).  The result must be a
+ * whole number of bytes, at most the machine's physical memory.
+ */
 static uint64_t parse_size(const char *opt, const char *s)
 {
-	char *end;
-	double v;
+	const char *p = s, *num_end;
+	double v, mult = 1;
+	char hb[32];
 
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || v < 0)
-		die_usage("%s: '%s' is not a size", opt, s);
-	switch (*end) {
-	case 'k': case 'K': v *= 1024; end++; break;
-	case 'm': case 'M': v *= 1024 * 1024; end++; break;
-	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
-	case 0: break;
-	default: die_usage("%s: '%s' is not a size", opt, s);
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (p == s)
+		die_usage("%s: '%s' is not a size (a number with an optional K, M, G or T)", opt, s);
+	if (*p == '.') {
+		const char *f = ++p;
+
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p == f)
+			die_usage("%s: '%s' is not a size (a number with an optional K, M, G or T)", opt, s);
 	}
-	if (*end == 'i' && end[1] == 'B')
-		end += 2;
-	else if (*end == 'B')
-		end++;
-	if (*end || v > 1e15)
-		die_usage("%s: '%s' is not a size", opt, s);
+	num_end = p;
+	switch (*p) {
+	case 'k': case 'K': mult = 0x1p10; p++; break;
+	case 'm': case 'M': mult = 0x1p20; p++; break;
+	case 'g': case 'G': mult = 0x1p30; p++; break;
+	case 't': case 'T': mult = 0x1p40; p++; break;
+	}
+	if (p != num_end && p[0] == 'i' && p[1] == 'B')
+		p += 2;
+	else if (*p == 'B')
+		p++;
+	if (*p || num_end - s > 30)
+		die_usage("%s: '%s' is not a size (a number with an optional K, M, G or T)", opt, s);
+	v = strtod(s, NULL) * mult; /* the text is digits and one '.': strtod reads it all */
+	if (v != floor(v))
+		die_usage("%s: '%s' is not a whole number of bytes", opt, s);
+	if (v > (double)phys_mem()) {
+		rfs_human_bytes(phys_mem(), hb, sizeof(hb));
+		die_usage("%s: '%s' is more than this machine's memory (%s)", opt, s, hb);
+	}
 	return (uint64_t)v;
+}
+
+/* -o OPTS: added to those of earlier -o, as mount(8) does. */
+static void add_fuse_opts(struct cli *c, const char *opts)
+{
+	size_t old = c->fuse_opts ? strlen(c->fuse_opts) : 0, n = strlen(opts);
+	char *p;
+
+	if (!n)
+		die_usage("-o: an empty option list");
+	p = realloc(c->fuse_opts, old + n + 2);
+	if (!p) {
+		fprintf(stderr, "residfs: error: out of memory\n");
+		exit(1);
+	}
+	if (old)
+		p[old++] = ',';
+	memcpy(p + old, opts, n + 1);
+	c->fuse_opts = p;
+	c->mount.fuse_opts = p;
 }
 
 static void parse_args(int argc, char **argv, struct cli *c)
@@ -207,15 +275,13 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->delta[c->ndelta++] = optarg;
 			break;
 		case OPT_SCALE: {
-			char *end;
+			struct rfs_err err = { 0 };
 			double v;
 
 			if (!c->ndelta || c->scale_set[c->ndelta - 1])
 				die_usage("--scale must follow the --delta it applies to");
-			errno = 0;
-			v = strtod(optarg, &end);
-			if (errno || *end || !*optarg || !isfinite(v))
-				die_usage("--scale: '%s' is not a finite number", optarg);
+			if (rfs_spec_scale_parse(optarg, &v, &err))
+				die_usage("--scale: %s", err.msg);
 			c->scale[c->ndelta - 1] = v;
 			c->scale_set[c->ndelta - 1] = 1;
 			break;
@@ -246,7 +312,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->mount.debug = 1;
 			break;
 		case 'o':
-			c->mount.fuse_opts = optarg;
+			add_fuse_opts(c, optarg);
 			break;
 		case OPT_FORCE:
 			c->force = 1;
@@ -264,10 +330,10 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->keep = 1;
 			break;
 		case OPT_READAHEAD:
-			c->mount.readahead_kb = parse_uint("--readahead-kb", optarg);
+			c->mount.readahead_kb = parse_uint("--readahead-kb", optarg, 0, 1u << 20);
 			break;
 		case OPT_THREADS:
-			c->threads = parse_uint("--threads", optarg);
+			c->threads = parse_uint("--threads", optarg, 1, 64);
 			break;
 		case OPT_CACHE:
 			c->mount.cache_bytes = parse_size("--cache-size", optarg);
@@ -358,6 +424,35 @@ static int make_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_
 	return 0;
 }
 
+/* What kind of file @m is, in words. */
+static const char *file_kind(mode_t m)
+{
+	return S_ISREG(m) ? "a regular file" : S_ISCHR(m) ? "a character device" :
+	       S_ISBLK(m) ? "a block device" : S_ISFIFO(m) ? "a FIFO" :
+	       S_ISSOCK(m) ? "a socket" : "not a directory";
+}
+
+/* The mountpoint must be an existing directory; says what is wrong. */
+static int check_mountpoint(const char *mp)
+{
+	struct stat st;
+
+	if (stat(mp, &st)) {
+		if (errno == ENOENT)
+			fprintf(stderr, "residfs: error: mountpoint %s does not exist (create the directory first)\n",
+				mp);
+		else
+			fprintf(stderr, "residfs: error: mountpoint %s: %s\n", mp, strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "residfs: error: mountpoint %s is %s, not a directory\n", mp,
+			file_kind(st.st_mode));
+		return 1;
+	}
+	return 0;
+}
+
 static int cmd_mount(struct cli *c)
 {
 	struct rfs_plan *plan = NULL;
@@ -367,6 +462,10 @@ static int cmd_mount(struct cli *c)
 
 	if (ret)
 		return ret;
+	if (check_mountpoint(mp)) {
+		rfs_plan_free(plan);
+		return 1;
+	}
 	for (i = 0; i < plan->nnotes && (c->mount.foreground || c->mount.debug || isatty(2)); i++)
 		fprintf(stderr, "residfs: note: %s\n", plan->notes[i]);
 	ret = rfs_mount_run(plan, mp, &c->mount);
@@ -406,6 +505,14 @@ static void show_progress(uint64_t done, uint64_t total, const char *file, void 
 	}
 }
 
+/* What export did besides writing (leftovers of earlier exports removed,
+ * before any progress is shown): said even with --quiet, files disappear. */
+static void show_note(const char *msg, void *ctx)
+{
+	(void)ctx;
+	fprintf(stderr, "residfs: note: %s\n", msg);
+}
+
 static int do_export(struct rfs_plan *plan, const char *out, int force, int quiet,
 		     unsigned threads, double *secs)
 {
@@ -413,6 +520,7 @@ static int do_export(struct rfs_plan *plan, const char *out, int force, int quie
 	struct rfs_export_opts eo = {
 		.force = force, .stop = &stop_flag, .threads = threads,
 		.progress = (!quiet && isatty(2)) ? show_progress : NULL, .progress_ctx = &pr,
+		.note = show_note,
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct rfs_err err = { 0 };
@@ -737,11 +845,51 @@ out:
 	return ret;
 }
 
+/*
+ * Every shard of every term is one open file for the life of the command
+ * (a mount's daemon included), and the usual soft limit of 1024 stops a
+ * model of a thousand shards: the soft limit goes up to the hard one,
+ * which is what the administrator allows.  Best effort.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl)) {
+		/* stay with the soft limit: a model that needs more fails
+		 * with "Too many open files" naming the file */
+	}
+}
+
+static int run_command(struct cli *c, const char *argv0)
+{
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (!strcmp(c->cmd, "mount"))
+		return cmd_mount(c);
+	if (!strcmp(c->cmd, "export"))
+		return cmd_export(c);
+	if (!strcmp(c->cmd, "inspect"))
+		return cmd_inspect(c);
+	if (!strcmp(c->cmd, "demo")) {
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0)
+			snprintf(self, sizeof(self), "%s", argv0);
+		else
+			self[n] = 0;
+		return cmd_demo(c, self);
+	}
+	die_usage("unknown command '%s'", c->cmd);
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c = { 0 };
-	char self[PATH_MAX];
-	ssize_t n;
+	int ret;
 
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "help")) {
@@ -754,19 +902,8 @@ int main(int argc, char **argv)
 	}
 	c.cmd = argv[1];
 	parse_args(argc, argv, &c);
-	if (!strcmp(c.cmd, "mount"))
-		return cmd_mount(&c);
-	if (!strcmp(c.cmd, "export"))
-		return cmd_export(&c);
-	if (!strcmp(c.cmd, "inspect"))
-		return cmd_inspect(&c);
-	if (!strcmp(c.cmd, "demo")) {
-		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-		if (n <= 0)
-			snprintf(self, sizeof(self), "%s", argv[0]);
-		else
-			self[n] = 0;
-		return cmd_demo(&c, self);
-	}
-	die_usage("unknown command '%s'", c.cmd);
+	raise_nofile();
+	ret = run_command(&c, argv[0]);
+	free(c.fuse_opts);
+	return ret;
 }

@@ -1,6 +1,7 @@
 """The command line: long flags, odd directory names, ambiguous SPECs, export."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -198,3 +199,131 @@ def test_help_matches_docs():
         f"in docs/cli.md but not in --help: {sorted(in_doc - in_help)}"
     env = re.compile(r"RESIDFS_[A-Z_]+")
     assert set(env.findall(r.stdout)) <= set(env.findall(doc))
+
+
+# ---- options: accumulated, refused when out of range ----------------------------------------
+
+def _mountinfo(mp):
+    """(source, super options) of the mount at mp, from /proc/self/mountinfo."""
+    real = os.path.realpath(mp)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, post = line.rstrip("\n").split(" - ", 1)
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), pre.split()[4]) == real:
+                fstype, source, sopts = post.split(" ", 2)
+                return source, sopts.split(",")
+    return None
+
+
+def test_repeated_o_options_add_up(mounter, small):
+    """-o A -o B passes both, as mount(8) does (allow_other was dropped before)."""
+    root, base, r1, _ = small
+    mp = mounter.mount(f"{base.path}+{r1.path}", "-o", "allow_other", "-o", "fsname=rfs-two-o")
+    source, sopts = _mountinfo(mp)
+    assert source == "rfs-two-o", (source, sopts)
+    assert "allow_other" in sopts, sopts
+    mp2 = mounter.mount(f"{base.path}+{r1.path}", "-o", "fsname=rfs-one-o,allow_other")
+    assert _mountinfo(mp2) == ("rfs-one-o", sopts), _mountinfo(mp2)
+
+
+BAD_NUMBERS = [
+    ("--cache-size", v) for v in ("nan", "inf", "-1", "1e15", "1e3", "0x10", "", " 1", "0.5", "1.1K",
+                                   "12Q", "4iB", "99999999T", "1.K", "+5")
+] + [
+    ("--readahead-kb", v) for v in ("-1", "1.5", "", "4k", " 5", "+5", "1048577", "99999999999999999999")
+] + [
+    ("--threads", v) for v in ("0", "65", "-1", "x", "1e3", "", "4294967297")
+]
+
+
+@pytest.mark.parametrize("opt,value", BAD_NUMBERS)
+def test_numeric_options_refused(small, opt, value):
+    root, base, r1, _ = small
+    r = H.run(["inspect", f"{base.path}+{r1.path}", opt, value])
+    assert r.returncode == 2, r
+    assert "residfs: error:" in r.stderr and opt in r.stderr and f"'{value}'" in r.stderr, r
+
+
+@pytest.mark.parametrize("opt,value", [("--cache-size", v) for v in ("0", "512M", "1.5G", "4KiB", "1048576", "2MB")]
+                         + [("--readahead-kb", v) for v in ("0", "4096", "1048576")]
+                         + [("--threads", v) for v in ("1", "64")])
+def test_numeric_options_accepted(small, opt, value):
+    root, base, r1, _ = small
+    r = H.run(["inspect", f"{base.path}+{r1.path}", opt, value])
+    assert r.returncode == 0, r
+
+
+def test_cache_size_above_memory_is_refused(small):
+    root, base, r1, _ = small
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")
+    over = str(mem // 1024 + 1) + "K"
+    r = H.run(["inspect", f"{base.path}+{r1.path}", "--cache-size", over])
+    assert r.returncode == 2 and "memory" in r.stderr and over in r.stderr, r
+
+
+@pytest.mark.parametrize("scale", ["1e39", "-1e39", "3.5e38", "1e-46", "1e-40", "-1e-39", "1e-999", "nan", "inf"])
+def test_scales_that_float32_cannot_hold_are_refused(small, scale):
+    """Both forms: --scale S and BASE+S*DELTA; the message names the scale."""
+    root, base, r1, _ = small
+    r = H.run(["inspect", "--base", base.path, "--delta", r1.path, "--scale", scale])
+    assert r.returncode == 2, r
+    assert "--scale" in r.stderr and f"'{scale}'" in r.stderr, r
+    if scale[0] == "-" or scale in ("nan", "inf"):
+        return
+    r = H.run(["inspect", f"{base.path}+{scale}*{r1.path}"])
+    assert r.returncode == 2, r
+    assert f"'{scale}'" in r.stderr and "float32" in r.stderr, r
+
+
+def test_scale_zero_adds_nothing(small, tmp_path):
+    """0 is a scale like any other: the delta's values add nothing (float32 x + 0*d)."""
+    root, base, r1, _ = small
+    exp = H.expected_apply(base, [(r1, 0.0)])
+    out = export([f"{base.path}+0*{r1.path}"], os.path.join(str(tmp_path), "spec"))
+    H.verify_dir(out, exp, reads=False)
+    out2 = export(["--base", base.path, "--delta", r1.path, "--scale", "0"], os.path.join(str(tmp_path), "flags"))
+    H.compare_dirs(out, out2)
+
+
+# ---- the mountpoint -------------------------------------------------------------------------
+
+def test_mountpoint_must_be_an_existing_directory(small, tmp_path):
+    root, base, r1, _ = small
+    spec = f"{base.path}+{r1.path}"
+    f = os.path.join(str(tmp_path), "file")
+    H.write_file(f, "not a directory\n")
+    r = H.run(["mount", spec, f])
+    assert r.returncode == 1, r
+    assert "residfs: error:" in r.stderr and f in r.stderr and "regular file, not a directory" in r.stderr, r
+    assert "Invalid argument" not in r.stderr, r
+    missing = os.path.join(str(tmp_path), "no-such-dir")
+    r = H.run(["mount", spec, missing])
+    assert r.returncode == 1, r
+    assert missing in r.stderr and "does not exist" in r.stderr, r
+    assert not H.is_mounted(f) and not os.path.exists(missing)
+    assert H.read_file(f) == b"not a directory\n"
+
+
+# ---- many shards ----------------------------------------------------------------------------
+
+def test_many_shards_under_a_low_soft_fd_limit(tmp_path):
+    """Every shard stays open: residfs raises the soft RLIMIT_NOFILE to the hard one
+    (a soft 1024 stopped 1500 shards). Here: 84 shards under a soft limit of 40."""
+    import resource
+    import subprocess
+    rng = np.random.default_rng(57)
+    V, Hd, I, L, KV = 64, 16, 32, 9, 16
+    bt = _llama(rng, "BF16", V, Hd, I, L, KV, tied=False)
+    base = H.write_model(os.path.join(str(tmp_path), "base"), bt, H.llama_config(V, Hd, I, L, KV, False, "BF16"),
+                         nshards=84)  # one tensor each
+    d = {n: H.T.from_f32("F32", t.shape, rng.normal(0, 0.01, t.numel)) for n, t in bt.items()}
+    res = H.write_residuals(os.path.join(str(tmp_path), "res"), d, vocab=V)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    out = os.path.join(str(tmp_path), "out")
+    p = subprocess.run([H.residfs_bin(), "export", f"{base.path}+{res.path}", out, "--quiet"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard)))
+    assert p.returncode == 0, p.stderr
+    H.verify_dir(out, H.expected_apply(base, [(res, 1.0)]), reads=False)

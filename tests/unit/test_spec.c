@@ -156,6 +156,95 @@ static void test_scales(void **state)
 	parse_bad("a+nan*b", dirs);
 	parse_bad("a+inf*b", dirs);
 	parse_bad("a+1e999*b", dirs);
+	/* zero is a scale like any other (the term adds nothing) */
+	parse_ok("a+0*b", dirs, (struct want_term[]){ { "a", 1 }, { "b", 0 } }, 2);
+	parse_ok("a-0*b", dirs, (struct want_term[]){ { "a", 1 }, { "b", -0.0 } }, 2);
+	/* float32's normal range, just inside */
+	parse_ok("a+3.4e38*b", dirs, (struct want_term[]){ { "a", 1 }, { "b", 3.4e38 } }, 2);
+	parse_ok("a-1.2e-38*b", dirs, (struct want_term[]){ { "a", 1 }, { "b", -1.2e-38 } }, 2);
+}
+
+/* A scale that does not survive the conversion to float32 (the arithmetic's
+ * type) is refused, and the message names it and the term, not a missing
+ * directory "1e39*b". */
+static void test_scale_float32(void **state)
+{
+	static const char *const dirs[] = { "a", "b", "c", NULL };
+	static const struct {
+		const char *spec, *scale;
+	} bad[] = {
+		/* infinite in float32 (or in double) */
+		{ "a+1e39*b", "'1e39'" }, { "a-1e39*b", "'1e39'" }, { "a+3.5e38*b", "'3.5e38'" },
+		{ "a+1e999*b", "'1e999'" },
+		/* 0 or subnormal in float32 (or in double) */
+		{ "a+1e-46*b", "'1e-46'" }, { "a+1e-40*b", "'1e-40'" }, { "a-1e-39*b", "'1e-39'" },
+		{ "a+1e-999*b", "'1e-999'" },
+		{ "a+b+1e39*c", "'1e39'" },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *rest = parse_bad(bad[i].spec, dirs);
+
+		if (!strstr(rest, bad[i].scale) || !strstr(rest, "float32"))
+			fail_msg("'%s': the message does not name the scale %s and float32: %s",
+				 bad[i].spec, bad[i].scale, rest);
+		if (strstr(rest, "no way to split"))
+			fail_msg("'%s': refused as a missing directory: %s", bad[i].spec, rest);
+	}
+}
+
+/* The long form's scale: rfs_spec_scale_parse (--scale) and rfs_spec_add. */
+static void test_scale_parse(void **state)
+{
+	static const char *const good[] = { "0", "-0", "0.5", "-1", "1e-3", "3.4e38", "-1.2e-38", "2" };
+	static const char *const bad[] = {
+		"", " 1", "1 ", "x", "0.5x", "nan", "inf", "-inf", "1e39", "-3.5e38", "1e999",
+		"1e-46", "1e-40", "1e-999", "-1e-310",
+	};
+	struct rfs_spec s = { 0 };
+	struct rfs_err err = { 0 };
+	double v;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		v = 42;
+		if (rfs_spec_scale_parse(good[i], &v, &err))
+			fail_msg("'%s' refused: %s", good[i], err.msg);
+		assert_true(v == strtod(good[i], NULL));
+		assert_int_equal(rfs_spec_scale_check(v, &err), 0);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[32];
+
+		v = 42;
+		memset(&err, 0, sizeof(err));
+		if (!rfs_spec_scale_parse(bad[i], &v, &err))
+			fail_msg("'%s' accepted as %g", bad[i], v);
+		assert_int_equal(err.code, RFS_E_SPEC);
+		assert_true(v == 42); /* untouched */
+		snprintf(want, sizeof(want), "'%s'", bad[i]);
+		if (!strstr(err.msg, want))
+			fail_msg("'%s': the message does not quote it: %s", bad[i], err.msg);
+	}
+	assert_int_equal(rfs_spec_scale_check(1e39, &err), RFS_E_SPEC);
+	assert_non_null(strstr(err.msg, "float32"));
+	assert_int_equal(rfs_spec_scale_check(-1e-46, NULL), RFS_E_SPEC);
+	assert_int_equal(rfs_spec_scale_check(0x1p128 - 0x1p103, NULL), RFS_E_SPEC); /* rounds to inf */
+	assert_int_equal(rfs_spec_scale_check(0x1p128 - 0x1p104, NULL), 0);         /* FLT_MAX */
+	assert_int_equal(rfs_spec_scale_check(0x1p-126, NULL), 0);                  /* FLT_MIN */
+	assert_int_equal(rfs_spec_scale_check(0x1p-127, NULL), RFS_E_SPEC);         /* subnormal */
+	/* rfs_spec_add checks too, and leaves the spec as it was */
+	assert_int_equal(rfs_spec_add(&s, "base", 1.0, &err), 0);
+	assert_int_equal(rfs_spec_add(&s, "delta", 1e39, &err), RFS_E_SPEC);
+	assert_non_null(strstr(err.msg, "delta"));
+	assert_int_equal(rfs_spec_add(&s, "delta", 1e-46, &err), RFS_E_SPEC);
+	assert_int_equal(s.nterms, 1);
+	assert_int_equal(rfs_spec_add(&s, "delta", 0.0, &err), 0);
+	assert_int_equal(s.nterms, 2);
+	rfs_spec_release(&s);
 }
 
 /* A path with '*' in it is a path when it exists. */
@@ -533,6 +622,27 @@ static void test_format_roundtrip(void **state)
 		rfs_spec_release(&s);
 		assert_string_equal(buf, specs[i]);
 	}
+	/* scales that %g would round: the text reads back as the same scale,
+	 * FLT_MIN included (as "1.17549e-38" it would be refused) */
+	{
+		static const double scales[] = { 0x1p-126, -0x1p-126, 1.0 / 3, 0x1p128 - 0x1p104, 0.1 };
+		static const char *const two[] = { "base", "d1", NULL };
+
+		for (i = 0; i < sizeof(scales) / sizeof(scales[0]); i++) {
+			struct rfs_spec s = { 0 }, back;
+			struct rfs_err err = { 0 };
+			char buf[128];
+
+			assert_int_equal(rfs_spec_add(&s, "base", 1.0, &err), 0);
+			assert_int_equal(rfs_spec_add(&s, "d1", scales[i], &err), 0);
+			rfs_spec_format(&s, buf, sizeof(buf));
+			rfs_spec_release(&s);
+			if (rfs_spec_parse(buf, fake_isdir, (void *)two, &back, &err))
+				fail_msg("'%s' refused: %s", buf, err.msg);
+			assert_true(back.terms[1].scale == scales[i]);
+			rfs_spec_release(&back);
+		}
+	}
 }
 
 int main(void)
@@ -540,6 +650,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basic),
 		cmocka_unit_test(test_scales),
+		cmocka_unit_test(test_scale_float32),
+		cmocka_unit_test(test_scale_parse),
 		cmocka_unit_test(test_star_in_path),
 		cmocka_unit_test(test_odd_paths),
 		cmocka_unit_test(test_ambiguous),
