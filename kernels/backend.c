@@ -146,7 +146,8 @@ static size_t gpu_min(void)
 		char *end;
 		unsigned long long x = e ? strtoull(e, &end, 10) : 0;
 
-		m = e && *e && !*end && x ? (size_t)x : RFS_BACKEND_GPU_MIN;
+		/* digits only: strtoull would take "-1" as 2^64-1 */
+		m = e && *e >= '0' && *e <= '9' && !*end && x ? (size_t)x : RFS_BACKEND_GPU_MIN;
 		__atomic_store_n(&v, m, __ATOMIC_RELAXED);
 	}
 	return m;
