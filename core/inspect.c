@@ -59,7 +59,7 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 				snprintf(from + off, sizeof(from) - off, "%s%u", off ? "+" : "", k);
 			}
 		fprintf(out, "  %-48s %-5s %-16s %-11s terms %-6s", t->name,
-			rfs_dtype_name((enum rfs_dtype)t->dtype), shp, how_name(t->how), from);
+			rfs_dtype_name(t->dtype), shp, how_name(t->how), from);
 		if (t->grown_rows)
 			fprintf(out, "  +%llu grown rows", (unsigned long long)t->grown_rows);
 		fprintf(out, "  [%s]\n", t->file);
@@ -119,7 +119,7 @@ int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
 		cJSON_AddItemToArray(a, o);
 		cJSON_AddStringToObject(o, "name", t->name);
 		cJSON_AddStringToObject(o, "file", t->file);
-		cJSON_AddStringToObject(o, "dtype", rfs_dtype_name((enum rfs_dtype)t->dtype));
+		cJSON_AddStringToObject(o, "dtype", rfs_dtype_name(t->dtype));
 		s = cJSON_AddArrayToObject(o, "shape");
 		for (d = 0; s && d < t->ndim; d++)
 			cJSON_AddItemToArray(s, cJSON_CreateNumber((double)t->shape[d]));

@@ -79,7 +79,7 @@ enum rfs_how { RFS_HOW_MERGED, RFS_HOW_PASSTHROUGH, RFS_HOW_CONVERTED, RFS_HOW_C
 struct rfs_tinfo {
 	const char *name;
 	const char *file;     /* output file name */
-	int dtype;            /* enum rfs_dtype */
+	enum rfs_dtype dtype;
 	unsigned ndim;
 	uint64_t shape[RFS_ST_MAX_DIMS];
 	enum rfs_how how;

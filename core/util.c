@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -220,6 +222,45 @@ int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, i
 fail:
 	close(f);
 	return ret;
+}
+
+char *rfs_json_patch(const char *text, size_t len, const struct rfs_json_patch *pt, size_t n,
+			size_t *olen)
+{
+	struct rfs_buf out = { 0 };
+	size_t pos = 0, i, beg[8], end[8], order[8], m = 0;
+
+	for (i = 0; i < n && m < 8; i++) {
+		if (rfs_json_span(text, len, pt[i].keys, pt[i].nkeys, &beg[m], &end[m]))
+			continue;
+		order[m++] = i;
+	}
+	/* apply in text order */
+	for (i = 0; i < m; i++) {
+		size_t j, best = i;
+
+		for (j = i + 1; j < m; j++)
+			if (beg[j] < beg[best])
+				best = j;
+		if (best != i) {
+			size_t t;
+
+			t = beg[i]; beg[i] = beg[best]; beg[best] = t;
+			t = end[i]; end[i] = end[best]; end[best] = t;
+			t = order[i]; order[i] = order[best]; order[best] = t;
+		}
+	}
+	for (i = 0; i < m; i++) {
+		rfs_buf_add(&out, text + pos, beg[i] - pos);
+		rfs_buf_adds(&out, pt[order[i]].value);
+		pos = end[i];
+	}
+	rfs_buf_add(&out, text + pos, len - pos);
+	if (!rfs_buf_ok(&out)) {
+		rfs_buf_release(&out);
+		return NULL;
+	}
+	return rfs_buf_detach(&out, olen);
 }
 
 void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len)

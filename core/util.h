@@ -27,6 +27,21 @@ int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
 int rfs_json_span(const char *text, size_t len, const char *const *keys, size_t nkeys,
 		  size_t *beg, size_t *end);
 
+/** A replacement of the value at a key path (see rfs_json_span). */
+struct rfs_json_patch {
+	const char *const *keys;
+	size_t nkeys;
+	const char *value; /* replacement text (already JSON) */
+};
+
+/**
+ * Applies the patches of @pt whose key path exists in @text (at most 8),
+ * leaving every other byte as it was.  Returns a new buffer (caller frees,
+ * length in *@olen) or NULL on ENOMEM.
+ */
+char *rfs_json_patch(const char *text, size_t len, const struct rfs_json_patch *pt, size_t n,
+		     size_t *olen);
+
 /**
  * pread of exactly @len bytes at @off, retrying EINTR and short reads.
  * Returns 0, or -1 with errno set (EIO when the file ends first: a source

@@ -92,9 +92,10 @@ def test_generation_config_with_package_residuals(zoo, mounter, tmp_path, key):
     Residuals.from_pretrained(p.res["f32"]).apply(p.base, out_dir=out)
     assert _eos(out) == base_eos
     # copying the instruct's generation config beside the residuals fixes it
+    # (hard links: a symbolic link out of the directory is refused, docs/security.md)
     res = str(tmp_path / "res")
     os.makedirs(res)
     for fn in os.listdir(p.res["f32"]):
-        os.symlink(os.path.join(p.res["f32"], fn), os.path.join(res, fn))
-    os.symlink(os.path.join(p.ins, "generation_config.json"), os.path.join(res, "generation_config.json"))
+        os.link(os.path.join(p.res["f32"], fn), os.path.join(res, fn))
+    os.link(os.path.join(p.ins, "generation_config.json"), os.path.join(res, "generation_config.json"))
     assert _eos(mounter.mount(f"{p.base}+{res}")) == _eos(p.ins)

@@ -1,0 +1,119 @@
+/*
+ * The generated model card (card.h).
+ */
+#include "card.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "buf.h"
+#include "util.h"
+
+/* Fingerprint of a source for the model card: bytes, mtime, xxh3 of headers. */
+static void fingerprint(const struct rfs_src *s, char *buf, size_t len)
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint64_t bytes = 0, h = 0;
+	char when[48], hb[32];
+	size_t i;
+
+	if (st) {
+		XXH3_64bits_reset(st);
+		for (i = 0; i < s->nfiles; i++) {
+			XXH3_64bits_update(st, s->files[i]->header, s->files[i]->hlen);
+			bytes += s->files[i]->size;
+		}
+		h = XXH3_64bits_digest(st);
+		XXH3_freeState(st);
+	}
+	rfs_iso8601(s->mtime_ns, when, sizeof(when));
+	rfs_human_bytes(bytes, hb, sizeof(hb));
+	snprintf(buf, len, "%llu bytes (%s) in %zu file%s, newest mtime %s, header xxh3 %016llx",
+		 (unsigned long long)bytes, hb, s->nfiles, s->nfiles == 1 ? "" : "s", when,
+		 (unsigned long long)h);
+}
+
+static const char *base_name(const char *path)
+{
+	size_t n = strlen(path);
+	const char *p;
+
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	for (p = path + n; p > path && p[-1] != '/'; p--)
+		;
+	return p;
+}
+
+static void card_yaml_str(struct rfs_buf *o, const char *key, const char *val)
+{
+	rfs_buf_addf(o, "%s: ", key);
+	rfs_buf_add_json_str_ascii(o, val); /* a JSON string is a valid YAML scalar */
+	rfs_buf_adds(o, "\n");
+}
+
+int rfs_pb_add_card(struct rfs_build *b)
+{
+	struct rfs_plan *p = b->p;
+	struct rfs_buf o = { 0 };
+	char spec[4096], fp[256], bn[512];
+	size_t i;
+
+	rfs_spec_format(&p->spec, spec, sizeof(spec));
+	rfs_buf_adds(&o, "---\n");
+	if (p->compute) {
+		snprintf(bn, sizeof(bn), "%s", base_name(p->src[1]->dir));
+		card_yaml_str(&o, "library_name", "residfs");
+		card_yaml_str(&o, "base_model", bn);
+		rfs_buf_adds(&o, "base_model_relation: adapter\n");
+		snprintf(bn, sizeof(bn), "%s", base_name(p->src[0]->dir));
+		card_yaml_str(&o, "instruct_model", bn);
+		rfs_buf_adds(&o, "pipeline_tag: text-generation\n");
+		rfs_buf_adds(&o, "tags:\n- residuals\n- delta\n- task-arithmetic\n- residfs\n");
+	} else {
+		snprintf(bn, sizeof(bn), "%s", base_name(p->src[0]->dir));
+		card_yaml_str(&o, "base_model", bn);
+		rfs_buf_adds(&o, "base_model_relation: merge\n");
+		rfs_buf_adds(&o, "library_name: transformers\n");
+		rfs_buf_adds(&o, "tags:\n- merge\n- task-arithmetic\n- residuals\n- residfs\n");
+	}
+	rfs_buf_adds(&o, "---\n\n");
+	if (p->compute)
+		rfs_buf_adds(&o, "# Instruction residuals computed by residfs\n\n"
+			     "Each tensor is `instruct - base`, computed in float32 and rounded once "
+			     "to the output dtype. Load with `Residuals.from_pretrained(path)` from the "
+			     "`residuals` package, or mount `BASE+THIS_DIR` with residfs.\n\n");
+	else
+		rfs_buf_adds(&o, "# Merged model computed by residfs\n\n"
+			     "Each floating tensor is `base + s1*delta1 + ...`, evaluated in float32 "
+			     "and rounded to the output dtype. Nothing of it was written by a merge "
+			     "script: residfs computed these bytes from the sources below.\n\n");
+	rfs_buf_addf(&o, "- SPEC: `%s`\n", spec);
+	rfs_buf_addf(&o, "- output dtype: %s\n",
+		     p->opts.out_dtype >= 0 ? rfs_dtype_torch_name(p->opts.out_dtype)
+					    : (p->compute ? "float32" : "same as the base tensor"));
+	rfs_buf_addf(&o, "- rounding: %s\n",
+		     p->opts.rounding == RFS_ROUND_CAST_FIRST ? "cast-first" : "single");
+	rfs_buf_addf(&o, "- residfs version: %s\n\n", RESIDFS_VERSION);
+	rfs_buf_adds(&o, "## Sources\n\n| term | kind | scale | fingerprint |\n|---|---|---|---|\n");
+	for (i = 0; i < p->nsrc; i++) {
+		fingerprint(p->src[i], fp, sizeof(fp));
+		rfs_buf_addf(&o, "| `%s` | %s | %g | %s |\n", base_name(p->src[i]->dir),
+			     rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale, fp);
+	}
+	if (!rfs_buf_ok(&o)) {
+		rfs_buf_release(&o);
+		return rfs_pb_nomem(b);
+	}
+	{
+		size_t len;
+		char *data = rfs_buf_detach(&o, &len);
+
+		unsigned mode = 0666;
+
+		for (i = 0; i < p->nsrc; i++)
+			mode &= p->src[i]->config_mode;
+		return rfs_pb_add_lit(b, "README.md", data, len, mode);
+	}
+}
