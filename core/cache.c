@@ -1,14 +1,65 @@
 /*
- * Block cache.  One mutex guards the table, the LRU and the queue; it is
- * never held across a computation, a read or an allocation of block data.
- * Memory is reserved (->used) before a block is computed, so the budget
- * is a hard bound on block data; when nothing can be evicted, the reader
- * computes straight into its own buffer instead of waiting for memory.
+ * Block cache (cache.h).
+ *
+ * ENTRIES
+ *
+ * An entry is the block named by its key (obj, start, len): exactly the
+ * bytes it holds.  Its state (enum entry_state):
+ *
+ *   QUEUED   In the table, and its key in the prefetch queue.  No memory
+ *            is reserved, no data.  Nobody holds a reference.
+ *   FILLING  In the table, not in the LRU.  len bytes are reserved in
+ *            ->used and one thread, the filler, writes ->data with the
+ *            lock released; it holds the one reference.  Any other thread
+ *            that finds it waits on ->done and looks the key up again.
+ *   READY    In the table and the LRU; ->data holds the bytes and never
+ *            changes.  ->refs counts threads copying out of it (without
+ *            the lock); only an entry with no reference is evicted.
+ *            ->prefetched: filled by a worker and not read yet.
+ *   FAILED   The fill failed: out of the table, its reservation and memory
+ *            given back.  Only the filler still points at it; it frees it.
+ *
+ * Transitions (all under the lock):
+ *
+ *   absent  -> QUEUED    a partial read queues the blocks after its own
+ *                        (prefetch_queue), while the blocks made ahead and
+ *                        not read yet hold at most half the budget
+ *   absent  -> FILLING   a partial read misses and memory could be reserved
+ *                        (acquire); without room nothing is inserted and the
+ *                        reader fills its own buffer ("uncached")
+ *   QUEUED  -> FILLING   a worker takes the job, or a partial read wants the
+ *                        block now (acquire: the job, when it comes, skips it)
+ *   QUEUED  -> freed     a whole-block read takes it over (take_ready), or a
+ *                        worker or a partial read finds no room for it
+ *   FILLING -> READY     the fill succeeded: pushed to the LRU head
+ *   FILLING -> FAILED    the fill failed
+ *   READY   -> freed     evicted, oldest first, when room is needed
+ *                        (make_room); at rfs_cache_free
+ *
+ * LOCKING
+ *
+ * One mutex, rfs_cache.lock, protects every field of struct rfs_cache but
+ * the ones fixed by rfs_cache_new (budget, depth, nworkers, workers), and
+ * every field of every entry but ->key (fixed while the entry exists) and
+ * ->data, which the filler writes without the lock while FILLING and
+ * anyone holding a reference reads without it once READY (taking the lock
+ * to set READY, and to take the reference, orders the two).  Two condition
+ * variables go with it: ->done (a fill ended: waiters look again) and
+ * ->work (the queue has jobs, or the workers must stop).
+ *
+ * The lock is the cache's only lock and the innermost: it is never held
+ * while the caller's fill or next functions run, while bytes are copied
+ * out of a block, or while new block memory is mapped (block_map); block
+ * memory beyond the pool is unmapped under it.  The caller's functions may
+ * take their own locks, since none is held across a call to them.
+ *
+ * Memory is reserved (->used) before a block is filled, so the budget is
+ * a hard bound on block data; when nothing can be evicted, the reader
+ * fills straight into its own buffer instead of waiting for memory.
  */
 #include "cache.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -20,36 +71,29 @@
 #define POOL_MAX 16
 #define QCAP 256
 
-enum { E_QUEUED, E_COMPUTING, E_READY };
+enum entry_state { E_QUEUED, E_FILLING, E_READY, E_FAILED };
 
-/*
- * An entry holds bytes [start, start + len) of the computed tensor comp,
- * and (comp, start, len) is its key: exactly the bytes it holds.  Two
- * segments may share one tensor (compute mode writes a tied lm_head.weight
- * as the embedding's delta), and the same file block of each holds
- * different bytes of it, so the file block cannot be the key.
- */
 struct entry {
-	const struct rfs_comp *comp;
-	uint64_t start;            /* where the block starts in the tensor's bytes */
-	int state;
+	struct rfs_cache_key key;  /* exactly the bytes it holds */
+	enum entry_state state;
 	int refs;
-	int prefetched;            /* computed ahead and not read yet */
-	uint32_t len;              /* bytes of this block (reserved when computing) */
-	char *data;
+	int prefetched;            /* filled ahead and not read yet */
+	char *data;                /* key.len bytes, FILLING and READY */
 	struct entry *hnext;
 	struct entry *prev, *next; /* LRU, READY entries only; head = newest */
 };
 
+/* A block to fill ahead; its entry is found again by key (a reader may
+ * have taken it over meanwhile). */
 struct job {
-	const struct rfs_vfile *vf;
-	size_t segi;
-	uint64_t k;
+	rfs_cache_fill_fn fill;
+	void *arg;
+	struct rfs_cache_key key;
 };
 
 struct rfs_cache {
 	pthread_mutex_t lock;
-	pthread_cond_t done;   /* a block finished computing */
+	pthread_cond_t done;   /* a block finished filling */
 	pthread_cond_t work;   /* the queue has jobs, or stop */
 	uint64_t budget, used;
 	struct entry *ht[NBUCKETS];
@@ -67,7 +111,8 @@ struct rfs_cache {
 
 /* Block buffers come from mmap (so an eviction gives memory back to the
  * system at once) through a small pool of whole blocks (so a busy cache
- * does not fault in and zero fresh pages for every block).  Lock held. */
+ * does not fault in and zero fresh pages for every block). */
+
 /* A block from the pool, or NULL (lock held). */
 static char *block_take(struct rfs_cache *c, uint32_t len)
 {
@@ -82,6 +127,7 @@ static char *block_map(uint32_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/* Back to the pool, or unmapped (lock held). */
 static void block_free(struct rfs_cache *c, char *p, uint32_t len)
 {
 	if (!p)
@@ -101,33 +147,28 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static size_t bucket(const struct rfs_comp *comp, uint64_t start)
+static size_t bucket(const struct rfs_cache_key *k)
 {
-	uint64_t h = ((uint64_t)(uintptr_t)comp >> 4) * 0x9E3779B97F4A7C15ull ^
-		     (start * 0xC2B2AE3D27D4EB4Full);
+	uint64_t h = ((uint64_t)(uintptr_t)k->obj >> 4) * 0x9E3779B97F4A7C15ull ^
+		     (k->start * 0xC2B2AE3D27D4EB4Full);
 
 	return (size_t)(h >> 40) & (NBUCKETS - 1);
 }
 
-static uint64_t block_start(const struct rfs_seg *s, uint64_t k);
-static uint32_t block_len(const struct rfs_seg *s, uint64_t k);
-
-/* The entry of file block @k of segment @s, or NULL. */
-static struct entry *find(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
+/* The entry of block @k, or NULL (lock held). */
+static struct entry *find(struct rfs_cache *c, const struct rfs_cache_key *k)
 {
-	uint64_t start = block_start(s, k);
-	uint32_t len = block_len(s, k);
 	struct entry *e;
 
-	for (e = c->ht[bucket(s->comp, start)]; e; e = e->hnext)
-		if (e->comp == s->comp && e->start == start && e->len == len)
+	for (e = c->ht[bucket(k)]; e; e = e->hnext)
+		if (e->key.obj == k->obj && e->key.start == k->start && e->key.len == k->len)
 			return e;
 	return NULL;
 }
 
 static void ht_insert(struct rfs_cache *c, struct entry *e)
 {
-	size_t b = bucket(e->comp, e->start);
+	size_t b = bucket(&e->key);
 
 	e->hnext = c->ht[b];
 	c->ht[b] = e;
@@ -135,7 +176,7 @@ static void ht_insert(struct rfs_cache *c, struct entry *e)
 
 static void ht_remove(struct rfs_cache *c, struct entry *e)
 {
-	struct entry **p = &c->ht[bucket(e->comp, e->start)];
+	struct entry **p = &c->ht[bucket(&e->key)];
 
 	while (*p && *p != e)
 		p = &(*p)->hnext;
@@ -173,11 +214,11 @@ static int make_room(struct rfs_cache *c, uint64_t need)
 		if (e->refs == 0) {
 			lru_unlink(e);
 			ht_remove(c, e);
-			c->used -= e->len;
+			c->used -= e->key.len;
 			c->st.evictions++;
 			if (e->prefetched)
 				c->unread--;
-			block_free(c, e->data, e->len);
+			block_free(c, e->data, e->key.len);
 			free(e);
 		}
 		e = prev;
@@ -186,50 +227,34 @@ static int make_room(struct rfs_cache *c, uint64_t need)
 }
 
 /*
- * Blocks are aligned to the virtual file, not to the tensor: block k holds
- * the part of the tensor in file bytes [k*B, (k+1)*B).  The kernel asks
- * for 1 MiB at 1 MiB-aligned offsets, so its requests are whole blocks
- * (or the whole piece of a block that a tensor covers).
+ * Fills entry @e (FILLING, reserved, referenced by the caller) with the
+ * lock released; on return the lock is held again and @e is READY (0) or
+ * FAILED (the fill's error: the caller frees @e).
  */
-static uint64_t block_start(const struct rfs_seg *s, uint64_t k)
+static int fill_block(struct rfs_cache *c, struct entry *e, rfs_cache_fill_fn fill, void *arg,
+		      struct rfs_err *err)
 {
-	return k * RFS_CACHE_BLOCK > s->off ? k * RFS_CACHE_BLOCK - s->off : 0;
-}
-
-static uint32_t block_len(const struct rfs_seg *s, uint64_t k)
-{
-	uint64_t end = (k + 1) * RFS_CACHE_BLOCK - s->off;
-
-	if (end > s->len)
-		end = s->len;
-	return (uint32_t)(end - block_start(s, k));
-}
-
-/* Computes block @e (state COMPUTING, reserved, referenced by the caller)
- * with the lock released; on return the lock is held again. */
-static int compute_block(struct rfs_cache *c, struct entry *e, struct rfs_err *err)
-{
+	struct rfs_cache_key key = e->key;
 	uint64_t t0;
 	int ret;
 
-	e->data = block_take(c, e->len);
+	e->data = block_take(c, key.len);
 	pthread_mutex_unlock(&c->lock);
 	if (!e->data)
-		e->data = block_map(e->len);
+		e->data = block_map(key.len);
 	t0 = now_ns();
-	ret = e->data ? rfs_comp_compute(e->comp, e->data, e->start, e->len, err)
-		      : rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	ret = e->data ? fill(arg, &key, e->data, err) : rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	t0 = now_ns() - t0;
 	pthread_mutex_lock(&c->lock);
 	c->st.compute_ns += t0;
 	if (ret) {
 		ht_remove(c, e);
-		c->used -= e->len;
-		block_free(c, e->data, e->len);
+		c->used -= key.len;
+		block_free(c, e->data, key.len);
 		e->data = NULL;
-		e->state = -1; /* the caller frees it */
+		e->state = E_FAILED;
 	} else {
-		c->st.computed_bytes += e->len;
+		c->st.computed_bytes += key.len;
 		e->state = E_READY;
 		lru_push(c, e);
 	}
@@ -237,38 +262,33 @@ static int compute_block(struct rfs_cache *c, struct entry *e, struct rfs_err *e
 	return ret;
 }
 
-/* The next block after (segi, k) in file order that is computed, or -1. */
-static int next_block(const struct rfs_vfile *vf, size_t *segi, uint64_t *k)
+/* The keys of up to c->depth blocks after @pos, into @keys; their count.
+ * Lock not held: the caller's next function runs here. */
+static unsigned prefetch_plan(const struct rfs_cache *c, const struct rfs_cache_src *src,
+			      const struct rfs_cache_pos *pos, struct rfs_cache_key *keys)
 {
-	const struct rfs_seg *s = &vf->segs[*segi];
+	struct rfs_cache_pos p = *pos;
+	unsigned n = 0;
 
-	if ((*k + 1) * RFS_CACHE_BLOCK < s->off + s->len) {
-		(*k)++;
+	if (!c->nworkers || !src->next)
 		return 0;
-	}
-	for ((*segi)++; *segi < vf->nseg; (*segi)++)
-		if (vf->segs[*segi].kind == RFS_SEG_COMP && vf->segs[*segi].len) {
-			*k = vf->segs[*segi].off / RFS_CACHE_BLOCK;
-			return 0;
-		}
-	return -1;
+	while (n < c->depth && !src->next(src->arg, &p, &keys[n]))
+		n++;
+	return n;
 }
 
-/* Queues the blocks after (segi, k).  Lock held. */
-static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi, uint64_t k)
+/* Queues the blocks @keys[0..n) that are not in the table yet.  Lock held. */
+static void prefetch_queue(struct rfs_cache *c, const struct rfs_cache_src *src,
+			   const struct rfs_cache_key *keys, unsigned n)
 {
 	unsigned i;
 
-	if (!c->nworkers)
-		return;
-	for (i = 0; i < c->depth; i++) {
+	for (i = 0; i < n; i++) {
 		struct entry *e;
 
-		if (next_block(vf, &segi, &k))
-			return;
-		if (find(c, &vf->segs[segi], k))
+		if (find(c, &keys[i]))
 			continue;
-		/* blocks computed ahead (queued or not read yet) may take half the
+		/* blocks filled ahead (queued or not read yet) may take half the
 		 * budget; the LRU makes room for them like for any other block */
 		if (c->qlen >= QCAP ||
 		    (uint64_t)(c->unread + c->qlen + 1) * RFS_CACHE_BLOCK > c->budget / 2)
@@ -276,12 +296,10 @@ static void prefetch_after(struct rfs_cache *c, const struct rfs_vfile *vf, size
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return;
-		e->comp = vf->segs[segi].comp;
+		e->key = keys[i];
 		e->state = E_QUEUED;
-		e->start = block_start(&vf->segs[segi], k);
-		e->len = block_len(&vf->segs[segi], k);
 		ht_insert(c, e);
-		c->q[(c->qhead + c->qlen) % QCAP] = (struct job){ vf, segi, k };
+		c->q[(c->qhead + c->qlen) % QCAP] = (struct job){ src->fill, src->arg, keys[i] };
 		c->qlen++;
 		pthread_cond_signal(&c->work);
 	}
@@ -304,18 +322,18 @@ static void *worker(void *arg)
 		j = c->q[c->qhead];
 		c->qhead = (c->qhead + 1) % QCAP;
 		c->qlen--;
-		e = find(c, &j.vf->segs[j.segi], j.k);
+		e = find(c, &j.key);
 		if (!e || e->state != E_QUEUED)
 			continue; /* a reader took it */
-		if (make_room(c, e->len)) {
+		if (make_room(c, e->key.len)) {
 			ht_remove(c, e);
 			free(e);
 			continue;
 		}
-		c->used += e->len;
-		e->state = E_COMPUTING;
+		c->used += e->key.len;
+		e->state = E_FILLING;
 		e->refs = 1;
-		if (compute_block(c, e, &err)) {
+		if (fill_block(c, e, j.fill, j.arg, &err)) {
 			free(e);
 			continue;
 		}
@@ -341,7 +359,7 @@ struct rfs_cache *rfs_cache_new(uint64_t budget, unsigned workers, unsigned dept
 	c->budget = budget;
 	c->st.budget = budget;
 	c->lru.next = c->lru.prev = &c->lru;
-	c->depth = depth;
+	c->depth = depth < RFS_CACHE_MAX_DEPTH ? depth : RFS_CACHE_MAX_DEPTH;
 	if (budget < 4 * (uint64_t)RFS_CACHE_BLOCK)
 		workers = 0; /* prefetch needs room to work ahead */
 	c->workers = workers ? calloc(workers, sizeof(*c->workers)) : NULL;
@@ -373,7 +391,7 @@ void rfs_cache_free(struct rfs_cache *c)
 		for (; e; e = n) {
 			n = e->hnext;
 			if (e->data)
-				munmap(e->data, e->len ? e->len : 1);
+				munmap(e->data, e->key.len ? e->key.len : 1);
 			free(e);
 		}
 	}
@@ -385,12 +403,12 @@ void rfs_cache_free(struct rfs_cache *c)
 	free(c);
 }
 
-/* Finds block k, waiting while it is being computed.  Lock held. */
-static struct entry *find_settled(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
+/* Finds block @k, waiting while it is being filled.  Lock held. */
+static struct entry *find_settled(struct rfs_cache *c, const struct rfs_cache_key *k)
 {
 	struct entry *e;
 
-	while ((e = find(c, s, k)) && e->state == E_COMPUTING) {
+	while ((e = find(c, k)) && e->state == E_FILLING) {
 		c->st.waits++;
 		pthread_cond_wait(&c->done, &c->lock);
 	}
@@ -412,18 +430,18 @@ static struct entry *take_hit(struct rfs_cache *c, struct entry *e)
 	return e;
 }
 
-/* Takes block k if it is READY (prefetched, say) or being computed;
- * otherwise NULL (a queued one is taken off the queue).  Never computes. */
-static struct entry *take_ready(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k)
+/* Takes block @k if it is READY (prefetched, say) or being filled;
+ * otherwise NULL (a queued one is taken off the queue).  Never fills. */
+static struct entry *take_ready(struct rfs_cache *c, const struct rfs_cache_key *k)
 {
 	struct entry *e, *out = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	e = find_settled(c, s, k);
+	e = find_settled(c, k);
 	if (e && e->state == E_READY) {
 		out = take_hit(c, e);
 	} else if (e && e->state == E_QUEUED) {
-		ht_remove(c, e); /* the reader computes it now; the queue skips it */
+		ht_remove(c, e); /* the reader fills it now; the queue skips it */
 		free(e);
 	}
 	if (!out)
@@ -432,17 +450,17 @@ static struct entry *take_ready(struct rfs_cache *c, const struct rfs_seg *s, ui
 	return out;
 }
 
-/* Finds block k READY and referenced (*out), or computes it.  *out NULL
- * means: no room, compute it yourself without caching. */
-static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
-		   struct entry **out, struct rfs_err *err)
+/* Finds block @k READY and referenced (*out), or fills it.  *out NULL
+ * means: no room, fill it yourself without caching. */
+static int acquire(struct rfs_cache *c, const struct rfs_cache_src *src,
+		   const struct rfs_cache_key *k, struct entry **out, struct rfs_err *err)
 {
 	struct entry *e;
 	int ret;
 
 	*out = NULL;
 	pthread_mutex_lock(&c->lock);
-	e = find_settled(c, s, k);
+	e = find_settled(c, k);
 	if (e && e->state == E_READY) {
 		*out = take_hit(c, e);
 		pthread_mutex_unlock(&c->lock);
@@ -454,24 +472,22 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 			pthread_mutex_unlock(&c->lock);
 			return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		}
-		e->comp = s->comp;
-		e->start = block_start(s, k);
-		e->len = block_len(s, k);
+		e->key = *k;
 		ht_insert(c, e);
 	}
 	/* e is new or QUEUED (taken over from the prefetch queue) */
-	if (make_room(c, e->len)) {
+	if (make_room(c, e->key.len)) {
 		ht_remove(c, e);
 		free(e);
 		c->st.uncached++;
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
-	c->used += e->len;
-	e->state = E_COMPUTING;
+	c->used += e->key.len;
+	e->state = E_FILLING;
 	e->refs = 1;
 	c->st.misses++;
-	ret = compute_block(c, e, err);
+	ret = fill_block(c, e, src->fill, src->arg, err);
 	pthread_mutex_unlock(&c->lock);
 	if (ret) {
 		free(e);
@@ -481,66 +497,61 @@ static int acquire(struct rfs_cache *c, const struct rfs_seg *s, uint64_t k,
 	return 0;
 }
 
-int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
-		   char *dst, uint64_t off, uint64_t len, struct rfs_err *err)
+int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
+		   const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dstv,
+		   uint64_t at, uint64_t n, struct rfs_err *err)
 {
-	const struct rfs_seg *s = &vf->segs[segi];
-	uint64_t k, k0 = (s->off + off) / RFS_CACHE_BLOCK, k1 = (s->off + off + len - 1) / RFS_CACHE_BLOCK;
+	struct rfs_cache_key ahead[RFS_CACHE_MAX_DEPTH];
+	char *dst = dstv;
+	struct entry *e = NULL;
+	/* a whole block asked for is filled straight into the reader's
+	 * buffer: the kernel's page cache keeps it, ours need not */
+	int whole = at == 0 && n == key->len;
+	unsigned nahead = 0;
+	int ret = 0;
 
-	for (k = k0; k <= k1; k++) {
-		uint64_t b0 = block_start(s, k), from = off > b0 ? off : b0;
-		uint64_t to = b0 + block_len(s, k) < off + len ? b0 + block_len(s, k) : off + len;
-		struct entry *e = NULL;
-		/* a whole block asked for is computed straight into the reader's
-		 * buffer: the kernel's page cache keeps it, ours need not */
-		int whole = from == b0 && to == b0 + block_len(s, k);
-		int ret = 0;
+	if (whole)
+		e = take_ready(c, key);
+	else if (c->budget && (ret = acquire(c, src, key, &e, err)))
+		return ret;
+	if (e) {
+		memcpy(dst, e->data + at, (size_t)n);
+	} else {
+		struct rfs_cache_key part = { key->obj, key->start + at, (uint32_t)n };
+		uint64_t t0 = now_ns();
 
-		if (whole)
-			e = take_ready(c, s, k);
-		else if (c->budget && (ret = acquire(c, s, k, &e, err)))
+		ret = src->fill(src->arg, &part, dst, err);
+		if (ret)
 			return ret;
-		/* Prefetch follows small reads (page faults of a mapping, a
-		 * reader with a small buffer): whole-block reads already come
-		 * in parallel from the kernel's readahead, and computing them
-		 * ahead would only add a copy. */
-		if (e) {
-			memcpy(dst + (from - off), e->data + (from - b0), (size_t)(to - from));
-			pthread_mutex_lock(&c->lock);
+		t0 = now_ns() - t0;
+		pthread_mutex_lock(&c->lock);
+		c->st.compute_ns += t0;
+		c->st.computed_bytes += n;
+		pthread_mutex_unlock(&c->lock);
+	}
+	/* Prefetch follows small reads (page faults of a mapping, a reader
+	 * with a small buffer): whole-block reads already come in parallel
+	 * from the kernel's readahead, and filling them ahead would only add
+	 * a copy. */
+	if (!whole)
+		nahead = prefetch_plan(c, src, pos, ahead);
+	if (e || nahead) {
+		pthread_mutex_lock(&c->lock);
+		if (e)
 			e->refs--;
-			if (!whole)
-				prefetch_after(c, vf, segi, k);
-			pthread_mutex_unlock(&c->lock);
-		} else {
-			uint64_t t0 = now_ns();
-
-			ret = rfs_comp_compute(s->comp, dst + (from - off), from, to - from, err);
-			if (ret)
-				return ret;
-			pthread_mutex_lock(&c->lock);
-			c->st.compute_ns += now_ns() - t0;
-			c->st.computed_bytes += to - from;
-			if (!whole)
-				prefetch_after(c, vf, segi, k);
-			pthread_mutex_unlock(&c->lock);
-		}
+		prefetch_queue(c, src, ahead, nahead);
+		pthread_mutex_unlock(&c->lock);
 	}
 	return 0;
 }
 
-int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
-			 char *dst, uint64_t off, uint64_t len)
+int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst)
 {
-	const struct rfs_seg *s = &vf->segs[segi];
-	uint64_t k = (s->off + off) / RFS_CACHE_BLOCK;
-	struct entry *e;
+	struct entry *e = take_ready(c, key);
 
-	if (!len || off != block_start(s, k) || len != block_len(s, k))
-		return -1;
-	e = take_ready(c, s, k);
 	if (!e)
 		return 0;
-	memcpy(dst, e->data, (size_t)len);
+	memcpy(dst, e->data, key->len);
 	pthread_mutex_lock(&c->lock);
 	e->refs--;
 	pthread_mutex_unlock(&c->lock);

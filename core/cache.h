@@ -1,13 +1,25 @@
 /*
- * cache.h - the block cache of a mount: computed tensor bytes in blocks of
- * RFS_CACHE_BLOCK, an LRU with a hard byte budget, single-flight misses
- * (concurrent readers of a block being computed wait for it instead of
- * computing it again) and prefetch on worker threads.
+ * cache.h - a block cache: blocks of bytes kept in memory under a hard
+ * byte budget, evicted least recently used first, made at most once at a
+ * time (concurrent readers of a block being made wait for it instead of
+ * making it again: single flight), and made ahead on worker threads.
  *
- * Prefetch is sequential and safetensors-aware: after a read of block k
- * of a tensor, the next blocks of that tensor and then of the tensors that
- * follow it in the file (the header gives the order) are queued, as long
- * as the cache has room.  No lock is held while computing or reading.
+ * The cache knows nothing of what its bytes are or how they are made.  A
+ * block is named by its key: an opaque object, and the byte range
+ * [start, start + len) of that object's bytes it holds; two keys name the
+ * same block only when all three are equal.  The caller hands the cache
+ * a fill function that writes the bytes of any range of an object, and,
+ * for prefetch, a next function that says which block follows a block
+ * (core/read.c: a computed tensor, blocks of 1 MiB aligned to the
+ * virtual file, and the file's order of tensors).
+ *
+ * Invariants:
+ *  - the bytes held (reserved before a block is filled) never exceed the
+ *    budget; a block that does not fit once nothing more can be evicted is
+ *    filled straight into the reader's buffer and not kept;
+ *  - no lock of the cache is held while the caller's functions run, nor
+ *    while bytes are copied out of a block;
+ *  - a failed fill leaves nothing behind: the next read fills again.
  */
 #ifndef RFS_CACHE_H
 #define RFS_CACHE_H
@@ -16,10 +28,53 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "plan.h"
 
+/** Block size: a key's len is at most this (the pool holds blocks of it). */
 #define RFS_CACHE_BLOCK (1u << 20)
 #define RFS_CACHE_DEFAULT_BUDGET (256ull << 20)
+/** Prefetch looks at most this many blocks ahead. */
+#define RFS_CACHE_MAX_DEPTH 64
+
+/** A block: bytes [start, start + len) of the caller's object @obj. */
+struct rfs_cache_key {
+	const void *obj;
+	uint64_t start;
+	uint32_t len;
+};
+
+/** Where a block lies for the caller (two words the cache only passes back). */
+struct rfs_cache_pos {
+	uint64_t a, b;
+};
+
+/**
+ * Writes the bytes named by @key into @dst (@key->len bytes).  Returns 0,
+ * or a negative rfs_code with @err filled (the cache then keeps nothing).
+ * Called from readers' threads and from the prefetch workers, never with
+ * a lock of the cache held; @key may be a part of a block (a reader's
+ * range that the cache does not keep).
+ */
+typedef int (*rfs_cache_fill_fn)(void *arg, const struct rfs_cache_key *key, void *dst,
+				 struct rfs_err *err);
+
+/**
+ * Steps *@pos to the block that follows it and sets *@key to that
+ * block's key.  Returns 0, or -1 when nothing follows (*@pos and *@key
+ * are then unspecified).  Must be cheap: it is called up to the prefetch
+ * depth times after each partial read.
+ */
+typedef int (*rfs_cache_next_fn)(void *arg, struct rfs_cache_pos *pos, struct rfs_cache_key *key);
+
+/**
+ * How the caller's blocks are made.  @arg is passed to both functions; a
+ * block queued for prefetch keeps @fill and @arg, so @arg must stay valid
+ * until rfs_cache_free().  @next NULL: nothing is prefetched.
+ */
+struct rfs_cache_src {
+	rfs_cache_fill_fn fill;
+	rfs_cache_next_fn next;
+	void *arg;
+};
 
 struct rfs_cache;
 
@@ -39,8 +94,9 @@ struct rfs_cache_stats {
 };
 
 /**
- * New cache of @budget bytes (0: no caching, every read computes) with
- * @workers prefetch threads (0: no prefetch) looking @depth blocks ahead.
+ * New cache of @budget bytes (0: no caching, every read fills) with
+ * @workers prefetch threads (0: no prefetch; none either under a budget
+ * of 4 blocks) looking @depth blocks ahead (at most RFS_CACHE_MAX_DEPTH).
  * Returns NULL on ENOMEM.  Threads start at once: create it after fork.
  */
 struct rfs_cache *rfs_cache_new(uint64_t budget, unsigned workers, unsigned depth);
@@ -49,22 +105,37 @@ struct rfs_cache *rfs_cache_new(uint64_t budget, unsigned workers, unsigned dept
 void rfs_cache_free(struct rfs_cache *c);
 
 /**
- * Reads @len bytes at @off of segment @segi (a computed one) of @vf into
- * @dst through the cache.  Same contract as rfs_vfile_read for that range.
+ * Copies bytes [@at, @at + @n) of block @key (@at counted from the
+ * block's start; the range lies inside it) into @dst.
+ *
+ * A part of a block is served from the cache: a ready block is copied, a
+ * block being filled is waited for, an absent one is filled by this
+ * thread (into memory reserved within the budget, or, when nothing more
+ * can be evicted, straight into @dst and not kept); then the blocks that
+ * follow @pos (@src->next) are queued for the workers, as long as the
+ * blocks made ahead and not read yet hold at most half the budget.
+ *
+ * The whole block is copied only when it is ready (a block being filled
+ * is waited for); otherwise it is filled straight into @dst and not kept:
+ * a reader asking for whole blocks keeps them itself (the kernel's page
+ * cache), and a second copy here would only cost a memcpy.
+ *
+ * Under a budget of 0 nothing is kept: every read fills straight into
+ * @dst.  Returns 0, or the fill's error (nothing kept).
  */
-int rfs_cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
-		   char *dst, uint64_t off, uint64_t len, struct rfs_err *err);
+int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
+		   const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dst,
+		   uint64_t at, uint64_t n, struct rfs_err *err);
 
 /**
- * For a reader that batches its computations: when bytes [@off, @off +
- * @len) of segment @segi are exactly one whole block, copies it into @dst
- * if the cache holds it ready (returns 1) or returns 0: the caller
- * computes it itself, straight into its buffer, and reports that with
- * rfs_cache_count_computed().  Returns -1 for any other range (use
- * rfs_cache_read()).
+ * For a reader that fills whole blocks itself (in batches): copies block
+ * @key into @dst (@key->len bytes) and returns 1 when the cache holds it
+ * ready (a block being filled is waited for), else returns 0 (counted as
+ * a miss; a block queued for prefetch is taken off the queue): the caller
+ * fills it itself, straight into its buffer, and reports that with
+ * rfs_cache_count_computed().
  */
-int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi,
-			 char *dst, uint64_t off, uint64_t len);
+int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst);
 
 /** Counts @bytes computed outside the cache in @ns nanoseconds. */
 void rfs_cache_count_computed(struct rfs_cache *c, uint64_t bytes, uint64_t ns);

@@ -41,6 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "busguard.h"
+#include "read.h"
+
 #define BLOCK (8u << 20)          /* bytes per read-compute-write step */
 #define COMMIT_LIST "commit"
 #define COMMIT_LIST_MAX (64u << 20) /* a longer list is not one of ours */
@@ -847,6 +850,7 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir,
 
 		nthreads = ncpu > 0 ? (unsigned)(ncpu > 16 ? 16 : ncpu) : 1;
 	}
+	rfs_busguard_install(); /* before any read; -1: operands are read with pread */
 	if (stat(outdir, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
 			return rfs_errf(err, RFS_E_EXIST, "%s exists and is not a directory", outdir);

@@ -1,12 +1,16 @@
 /*
- * Reading a plan: literal and passthrough segments, and computed tensors
- * (operand windows mapped per request, with a SIGBUS guard, or read with
- * pread; the arithmetic through kernels/backend.c).  Everything here is
- * thread-safe: the plan is immutable and scratch buffers are per thread.
+ * Reading a plan (read.h): literal and passthrough segments, and computed
+ * tensors (operand windows mapped per request under the SIGBUS guard of
+ * busguard.c, or read with pread; the arithmetic through
+ * kernels/backend.c), through the block cache when given one: this file
+ * tells the cache what a block is and which blocks follow it.  Everything
+ * here is thread-safe: the plan is immutable and scratch buffers are per
+ * thread.
  */
+#include "read.h"
+
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +19,8 @@
 #include <unistd.h>
 
 #include "../kernels/backend.h"
+#include "busguard.h"
 #include "cache.h"
-#include "plan.h"
 #include "util.h"
 
 /* rfs_pread_all with the message a reader needs. */
@@ -106,63 +110,12 @@ static char *scratch_buf(struct scratch *s, unsigned i)
  * size does not grow with the model.
  *
  * A source file truncated under us raises SIGBUS when a window's page past
- * the new end is touched.  The handler, when the address lies in one of
- * the calling thread's windows, maps a zero page over it and records the
- * fault; the computation runs to its end (no jump out of code that may
- * hold a lock, the CUDA layer's included) and its result is then thrown
- * away and the read fails with EIO, naming the file.  Any other SIGBUS
- * kills the process as it would have.
+ * the new end is touched: windows are read only while the SIGBUS guard is
+ * armed over them (busguard.h), which maps a zero page over the fault and
+ * records it; the computation runs to its end and its result is then
+ * thrown away and the read fails with EIO, naming the tensor and file.
+ * Without the guard installed (rfs_busguard_install) nothing is mapped.
  */
-
-
-struct window {
-	char *map;
-	size_t maplen;
-};
-
-static __thread const struct window *tl_wins;
-static __thread unsigned tl_nwins;
-static __thread volatile sig_atomic_t tl_bus_hit;
-static __thread void *tl_bus_addr;
-static int bus_guard_ok;
-static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
-
-static void handle_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	uintptr_t a = (uintptr_t)si->si_addr, page = 4096;
-	unsigned k;
-
-	(void)uc;
-	for (k = 0; k < tl_nwins && tl_wins; k++) {
-		uintptr_t lo = (uintptr_t)tl_wins[k].map;
-
-		if (tl_wins[k].map && a >= lo && a < lo + tl_wins[k].maplen) {
-			void *p = mmap((void *)(a & ~(page - 1)), page, PROT_READ,
-				       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-			if (p != MAP_FAILED) {
-				tl_bus_hit = 1;
-				tl_bus_addr = si->si_addr;
-				return; /* the access is retried and reads zeros */
-			}
-		}
-	}
-	signal(sig, SIG_DFL); /* not ours: die of it as we would have */
-	raise(sig);
-}
-
-static void bus_install(void)
-{
-	struct sigaction sa;
-
-	if (sysconf(_SC_PAGESIZE) != 4096)
-		return; /* the handler assumes 4 KiB pages; use pread elsewhere */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = handle_sigbus;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-	sigemptyset(&sa.sa_mask);
-	bus_guard_ok = sigaction(SIGBUS, &sa, NULL) == 0;
-}
 
 /* ---- batches --------------------------------------------------------------
  * The computed pieces of one request (a FUSE read, an export block, a cache
@@ -206,7 +159,7 @@ struct batch {
 	unsigned ncomp, njobs, nwin, nedge;
 	const struct rfs_comp *comp[BATCH_COMPS];
 	unsigned win0[BATCH_COMPS];                 /* first window of each tensor */
-	struct window win[BATCH_COMPS * RFS_SPEC_MAX_TERMS];
+	struct rfs_busguard_win win[BATCH_COMPS * RFS_SPEC_MAX_TERMS];
 	struct rfs_kern_job jobs[BATCH_COMPS * 3];  /* left edge, middle, right edge */
 	struct rfs_kern_term terms[BATCH_COMPS * 3][RFS_SPEC_MAX_TERMS];
 	struct edge edge[BATCH_COMPS * 2];
@@ -325,7 +278,7 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
 	size_t osz = rfs_kdt_size(c->out_dtype), page = (size_t)sysconf(_SC_PAGESIZE);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz;
 	uint64_t first = (a + osz - 1) / osz, last = (a + len) / osz;
-	struct window *win = b->win + b->nwin;
+	struct rfs_busguard_win *win = b->win + b->nwin;
 	const char *base[RFS_SPEC_MAX_TERMS];
 	uint64_t have[RFS_SPEC_MAX_TERMS];
 	unsigned k;
@@ -382,25 +335,22 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
  */
 static int batch_run(struct batch *b, struct rfs_err *err)
 {
+	void *bus_addr = NULL;
 	unsigned i, k;
 	int ret = 0;
 
 	if (!b->njobs && !b->nwin)
 		return 0;
-	tl_bus_hit = 0;
-	tl_wins = b->win;
-	tl_nwins = b->nwin;
+	rfs_busguard_arm(b->win, b->nwin);
 	rfs_backend_run_batch(NULL, b->jobs, b->njobs);
-	tl_wins = NULL;
-	tl_nwins = 0;
-	if (tl_bus_hit) {
+	if (rfs_busguard_disarm(&bus_addr)) {
 		ret = rfs_errf(err, RFS_E_IO, "a source file ended early");
 		for (i = 0; i < b->ncomp; i++)
 			for (k = 0; k < b->comp[i]->nops; k++) {
-				const struct window *w = &b->win[b->win0[i] + k];
+				const struct rfs_busguard_win *w = &b->win[b->win0[i] + k];
 
-				if (w->map && (char *)tl_bus_addr >= w->map &&
-				    (char *)tl_bus_addr < w->map + w->maplen)
+				if (w->map && (char *)bus_addr >= w->map &&
+				    (char *)bus_addr < w->map + w->maplen)
 					ret = rfs_errf(err, RFS_E_IO,
 						       "tensor '%s': %s ended early: it was truncated or replaced after it was checked",
 						       b->comp[i]->name, b->comp[i]->ops[k].file);
@@ -443,8 +393,7 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
 	unsigned k;
 
-	pthread_once(&bus_once, bus_install);
-	if (bus_guard_ok) {
+	if (rfs_busguard_ready()) {
 		int r = compute_mapped(c, dst, a, len, err);
 
 		if (r <= 0)
@@ -497,6 +446,111 @@ static int batch_run_timed(struct batch *b, struct rfs_err *err, uint64_t *ns)
 	*ns += now_ns() - t0;
 	return ret;
 }
+
+/* ---- the block cache's view of a file ------------------------------------
+ * The cache keeps blocks by the exact bytes they hold (cache.h); here a
+ * block is the part of a computed tensor that lies in one block of the
+ * virtual file.  Blocks are aligned to the virtual file, not to the
+ * tensor: block k of segment s holds the part of its tensor in file bytes
+ * [k*B, (k+1)*B).  The kernel asks for 1 MiB at 1 MiB-aligned offsets, so
+ * its requests are whole blocks (or the whole piece of a block that a
+ * tensor covers).  The key is the tensor and the byte range of it, not
+ * the file block: two segments may share one tensor (compute mode writes
+ * a tied lm_head.weight as the embedding's delta), and the same file
+ * block of each holds different bytes of it.
+ */
+
+/* Block @k of computed segment @s. */
+static struct rfs_cache_key seg_block(const struct rfs_seg *s, uint64_t k)
+{
+	uint64_t start = k * RFS_CACHE_BLOCK > s->off ? k * RFS_CACHE_BLOCK - s->off : 0;
+	uint64_t end = (k + 1) * RFS_CACHE_BLOCK - s->off;
+
+	if (end > s->len)
+		end = s->len;
+	return (struct rfs_cache_key){ s->comp, start, (uint32_t)(end - start) };
+}
+
+/* rfs_cache_fill_fn: bytes of the computed tensor key->obj. */
+static int comp_fill(void *arg, const struct rfs_cache_key *key, void *dst, struct rfs_err *err)
+{
+	(void)arg;
+	return rfs_comp_compute(key->obj, dst, key->start, key->len, err);
+}
+
+/*
+ * rfs_cache_next_fn over the file @arg: the block after block pos->b of
+ * segment pos->a, in file order: the tensor's next block, then the first
+ * block of the next computed tensor (the header gives the order).
+ */
+static int seg_next(void *arg, struct rfs_cache_pos *pos, struct rfs_cache_key *key)
+{
+	const struct rfs_vfile *vf = arg;
+	size_t segi = (size_t)pos->a;
+	uint64_t k = pos->b;
+	const struct rfs_seg *s = &vf->segs[segi];
+
+	if ((k + 1) * RFS_CACHE_BLOCK < s->off + s->len) {
+		k++;
+	} else {
+		for (segi++; segi < vf->nseg; segi++)
+			if (vf->segs[segi].kind == RFS_SEG_COMP && vf->segs[segi].len)
+				break;
+		if (segi == vf->nseg)
+			return -1;
+		k = vf->segs[segi].off / RFS_CACHE_BLOCK;
+	}
+	pos->a = segi;
+	pos->b = k;
+	*key = seg_block(&vf->segs[segi], k);
+	return 0;
+}
+
+/*
+ * Reads @len bytes at @off of computed segment @segi of @vf into @dst
+ * through the cache, block by block.  The plan, and so @vf, outlives the
+ * cache: it may stay queued for prefetch (the callbacks only read it).
+ */
+static int cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi, char *dst,
+		      uint64_t off, uint64_t len, struct rfs_err *err)
+{
+	const struct rfs_seg *s = &vf->segs[segi];
+	const struct rfs_cache_src src = { comp_fill, seg_next, (void *)vf };
+	uint64_t k, k0 = (s->off + off) / RFS_CACHE_BLOCK, k1;
+
+	if (!len)
+		return 0;
+	k1 = (s->off + off + len - 1) / RFS_CACHE_BLOCK;
+	for (k = k0; k <= k1; k++) {
+		const struct rfs_cache_key key = seg_block(s, k);
+		const struct rfs_cache_pos pos = { segi, k };
+		uint64_t b0 = key.start, from = off > b0 ? off : b0;
+		uint64_t to = b0 + key.len < off + len ? b0 + key.len : off + len;
+		int ret = rfs_cache_read(c, &src, &key, &pos, dst + (from - off), from - b0, to - from,
+					 err);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * When bytes [@off, @off + @len) of computed segment @s are exactly one
+ * whole block: 1 when the cache held it (copied into @dst), 0 when the
+ * caller must compute it.  -1 for any other range (use cache_read()).
+ */
+static int cache_take_whole(struct rfs_cache *c, const struct rfs_seg *s, char *dst, uint64_t off,
+			    uint64_t len)
+{
+	const struct rfs_cache_key key = seg_block(s, (s->off + off) / RFS_CACHE_BLOCK);
+
+	if (!len || off != key.start || len != key.len)
+		return -1;
+	return rfs_cache_take_whole(c, &key, dst);
+}
+
+/* ---- reading a file ------------------------------------------------------ */
 
 int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
 		    struct rfs_err *err)
@@ -572,8 +626,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 	/* The computed pieces of the request form one batch: all of them
 	 * without a cache; with one, the whole blocks it does not hold (a
 	 * 1 MiB read of small tensors is then one GPU submission). */
-	pthread_once(&bus_once, bus_install);
-	if (bus_guard_ok)
+	if (rfs_busguard_ready())
 		b = get_batch();
 	for (; !ret && done < len && lo < vf->nseg; lo++) {
 		const struct rfs_seg *s = &vf->segs[lo];
@@ -589,7 +642,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
 			break;
 		case RFS_SEG_COMP:
-			r = cache && b ? rfs_cache_take_whole(cache, vf, lo, dst + done, in, n) : -1;
+			r = cache && b ? cache_take_whole(cache, s, dst + done, in, n) : -1;
 			if (r == 1)
 				break;
 			if (cache && r < 0) {
@@ -597,7 +650,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 				 * batch: run what is pending first */
 				ret = b ? batch_run_timed(b, err, &ns) : 0;
 				if (!ret)
-					ret = rfs_cache_read(cache, vf, lo, dst + done, in, n, err);
+					ret = cache_read(cache, vf, lo, dst + done, in, n, err);
 				break;
 			}
 			if (b && batch_full(b))

@@ -28,7 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/busguard.h"
 #include "core/cache.h"
+#include "core/read.h"
 #include "kernels/backend.h"
 
 /* Not listed, but readable: the cache and request counters as JSON. */
@@ -479,6 +481,7 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 			goto out;
 		}
 	}
+	rfs_busguard_install(); /* before any read; -1: operands are read with pread */
 	if (fuse_opt_add_arg(&args, "residfs") ||
 	    fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, "ro,fsname=residfs,subtype=residfs,default_permissions") ||
