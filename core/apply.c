@@ -51,9 +51,9 @@ int rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
 					"%s: delta tensor '%s' is %s; deltas must be F32, BF16 or F16",
 					in->delta_file[k], t->name, rfs_dtype_name(d->dtype));
 		switch (rfs_pb_shape_fit(t, d)) {
-		case 0:
+		case RFS_FIT_EQUAL:
 			break;
-		case 1:
+		case RFS_FIT_GROWS:
 			if (!in->vocab_rows || t->shape[0] != in->vocab_rows) {
 				if (in->vocab_rows)
 					snprintf(rule, sizeof(rule), "first dimension = vocab_size %llu of %s",
@@ -67,7 +67,7 @@ int rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
 			if (d->shape[0] > o.rows)
 				o.rows = d->shape[0];
 			break;
-		default:
+		case RFS_FIT_MISMATCH:
 			return shape_error(in, k, "", err);
 		}
 	}
@@ -132,7 +132,7 @@ static int apply_file(struct rfs_build *b, size_t fi, struct rfs_strmap *used,
 				continue;
 			in.delta[k] = dt[k]->t;
 			in.delta_file[k] = dt[k]->file->path;
-			if (rfs_strmap_put(&used[k], dt[k]->t->name, (void *)dt[k]) < 0) {
+			if (rfs_strmap_put(&used[k], dt[k]->t->name, (void *)dt[k]) == RFS_PUT_NOMEM) {
 				ret = rfs_pb_nomem(b);
 				goto out;
 			}

@@ -137,7 +137,7 @@ int rfs_pb_compute(struct rfs_build *b)
 				       bt->t->name, bt->file->path, ins->dir);
 			goto out;
 		}
-		if (rfs_strmap_put(&used, it->t->name, (void *)it) < 0) {
+		if (rfs_strmap_put(&used, it->t->name, (void *)it) == RFS_PUT_NOMEM) {
 			ret = rfs_pb_nomem(b);
 			goto out;
 		}
@@ -146,7 +146,7 @@ int rfs_pb_compute(struct rfs_build *b)
 			     bt->t->name, rfs_dtype_name(bt->t->dtype));
 			continue;
 		}
-		if (rfs_pb_shape_fit(bt->t, it->t) > 0 && !rfs_pb_is_vocab(base, bt->t)) {
+		if (rfs_pb_shape_fit(bt->t, it->t) == RFS_FIT_GROWS && !rfs_pb_is_vocab(base, bt->t)) {
 			rfs_shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
 			rfs_shape_str(it->t->shape, it->t->ndim, s2, sizeof(s2));
 			ret = rfs_errf(b->err, RFS_E_MISMATCH,
@@ -155,7 +155,7 @@ int rfs_pb_compute(struct rfs_build *b)
 				       rfs_pb_vocab_rule(base, s1, sizeof(s1)));
 			goto out;
 		}
-		if (rfs_pb_shape_fit(bt->t, it->t) < 0) {
+		if (rfs_pb_shape_fit(bt->t, it->t) == RFS_FIT_MISMATCH) {
 			rfs_shape_str(bt->t->shape, bt->t->ndim, s1, sizeof(s1));
 			rfs_shape_str(it->t->shape, it->t->ndim, s2, sizeof(s2));
 			ret = rfs_errf(b->err, RFS_E_MISMATCH,

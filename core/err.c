@@ -62,17 +62,19 @@ const char *rfs_strerror(int code)
 
 int rfs_err_errno(const struct rfs_err *err)
 {
-	switch (err ? err->code : RFS_E_IO) {
+	if (!err)
+		return EIO;
+	switch ((enum rfs_code)err->code) {
 	case RFS_OK: return 0;
 	case RFS_E_IO: return err->sys ? err->sys : EIO;
 	case RFS_E_NOMEM: return ENOMEM;
 	case RFS_E_RANGE: return EINVAL;
 	case RFS_E_EXIST: return EEXIST;
 	case RFS_E_INTR: return EINTR;
-	case RFS_E_CHANGED: return EIO;
-	case RFS_E_FORMAT:
-	case RFS_E_SPEC:
-	case RFS_E_MISMATCH: return EIO;
+	case RFS_E_CHANGED: return EIO;     /* as for any read of bad bytes */
+	case RFS_E_FORMAT: return EIO;      /* a source's bytes are malformed */
+	case RFS_E_SPEC: return EINVAL;     /* the user's request itself */
+	case RFS_E_MISMATCH: return EIO;    /* sources that do not fit together */
 	}
-	return EIO;
+	return EIO; /* a code outside the enum: never made by core/ */
 }

@@ -79,7 +79,7 @@ int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 	ret = p->compute ? rfs_pb_compute(&b) : rfs_pb_apply(&b);
 	/* the build's name map pointed into an array that grew: index the final one */
 	for (i = 0; i < p->nfiles && !ret; i++)
-		if (rfs_strmap_put(&p->byname, p->files[i].name, &p->files[i]) < 0)
+		if (rfs_strmap_put(&p->byname, p->files[i].name, &p->files[i]) == RFS_PUT_NOMEM)
 			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	if (ret) {
 		memset(&p->spec, 0, sizeof(p->spec));

@@ -185,7 +185,6 @@ int rfs_pb_add_vfile(struct rfs_build *b, const char *name, struct rfs_vfb *v)
 {
 	struct rfs_plan *p = b->p;
 	struct rfs_vfile *n, *f;
-	int r;
 
 	if (v->oom)
 		goto oom;
@@ -214,8 +213,7 @@ int rfs_pb_add_vfile(struct rfs_build *b, const char *name, struct rfs_vfb *v)
 		return rfs_pb_nomem(b);
 	}
 	memset(v, 0, sizeof(*v));
-	r = rfs_strmap_put(&b->names, f->name, f);
-	if (r < 0)
+	if (rfs_strmap_put(&b->names, f->name, f) == RFS_PUT_NOMEM)
 		return rfs_pb_nomem(b);
 	return 0;
 oom:

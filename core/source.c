@@ -331,11 +331,11 @@ int rfs_src_parse_index(const char *text, size_t len, const char *path,
 			goto out;
 		}
 		r = rfs_strmap_put(&seen, e->string, (void *)e);
-		if (r < 0) {
+		if (r == RFS_PUT_NOMEM) {
 			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 			goto out;
 		}
-		if (r > 0) {
+		if (r == RFS_PUT_EXISTS) {
 			ret = rfs_errf(err, RFS_E_FORMAT, "%s: tensor '%s' is listed twice in weight_map",
 				       path, e->string);
 			goto out;
@@ -448,9 +448,9 @@ static int build_map(struct rfs_src *s, struct rfs_err *err)
 			t->t = &s->files[i]->tensors[j];
 			t->file_idx = i;
 			r = rfs_strmap_put(&s->by_name, t->t->name, t);
-			if (r < 0)
+			if (r == RFS_PUT_NOMEM)
 				return rfs_errf(err, RFS_E_NOMEM, "out of memory");
-			if (r > 0) {
+			if (r == RFS_PUT_EXISTS) {
 				prev = rfs_strmap_get(&s->by_name, t->t->name);
 				return rfs_errf(err, RFS_E_FORMAT,
 						"%s: tensor '%s' is in both %s and %s", s->dir,

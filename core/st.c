@@ -384,13 +384,13 @@ static int parse_json(const char *hdr, uint64_t hlen, uint64_t file_size,
 			goto out;
 		}
 	cJSON_ArrayForEach(e, root) {
-		int r = rfs_strmap_put(&seen, e->string, (void *)e);
+		enum rfs_put r = rfs_strmap_put(&seen, e->string, (void *)e);
 
-		if (r < 0) {
+		if (r == RFS_PUT_NOMEM) {
 			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 			goto out;
 		}
-		if (r > 0) {
+		if (r == RFS_PUT_EXISTS) {
 			ret = rfs_errf(err, RFS_E_FORMAT, "duplicate key '%s' in header", e->string);
 			goto out;
 		}

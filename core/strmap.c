@@ -40,22 +40,22 @@ static int grow(struct rfs_strmap *m)
 	return 0;
 }
 
-int rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val)
+enum rfs_put rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val)
 {
 	size_t s;
 
 	if ((m->count + 1) * 2 > m->cap && grow(m))
-		return -1;
+		return RFS_PUT_NOMEM;
 	s = slot_of(m, key);
 	while (m->keys[s]) {
 		if (!strcmp(m->keys[s], key))
-			return 1;
+			return RFS_PUT_EXISTS;
 		s = (s + 1) & (m->cap - 1);
 	}
 	m->keys[s] = key;
 	m->vals[s] = val;
 	m->count++;
-	return 0;
+	return RFS_PUT_NEW;
 }
 
 void *rfs_strmap_get(const struct rfs_strmap *m, const char *key)

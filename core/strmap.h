@@ -15,8 +15,15 @@ struct rfs_strmap {
 	void **vals;
 };
 
-/** Inserts @key; returns 0, 1 when the key was already there (value kept), -1 on ENOMEM. */
-int rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val);
+/** What rfs_strmap_put did. */
+enum rfs_put {
+	RFS_PUT_NEW,    /* inserted */
+	RFS_PUT_EXISTS, /* the key was there: its value is kept */
+	RFS_PUT_NOMEM,  /* out of memory: nothing changed */
+};
+
+/** Inserts @key with @val unless it is there. */
+enum rfs_put rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val);
 /** Value for @key or NULL. */
 void *rfs_strmap_get(const struct rfs_strmap *m, const char *key);
 /** Frees the table (not the keys); the map may be reused after. Accepts NULL. */

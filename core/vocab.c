@@ -7,18 +7,18 @@
 #include <stdio.h>
 
 /* Compares shapes allowing growth of dim 0: 0 equal, 1 @d has more rows, -1 mismatch. */
-int rfs_pb_shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tensor *d)
+enum rfs_fit rfs_pb_shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tensor *d)
 {
 	unsigned i;
 
 	if (base->ndim != d->ndim)
-		return -1;
+		return RFS_FIT_MISMATCH;
 	for (i = 1; i < base->ndim; i++)
 		if (base->shape[i] != d->shape[i])
-			return -1;
+			return RFS_FIT_MISMATCH;
 	if (base->ndim == 0 || base->shape[0] == d->shape[0])
-		return 0;
-	return d->shape[0] > base->shape[0] ? 1 : -1;
+		return RFS_FIT_EQUAL;
+	return d->shape[0] > base->shape[0] ? RFS_FIT_GROWS : RFS_FIT_MISMATCH;
 }
 
 /*

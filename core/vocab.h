@@ -13,8 +13,15 @@
 
 #include "pstore.h"
 
-/** Compares shapes allowing growth of dim 0: 0 equal, 1 @d has more rows, -1 mismatch. */
-int rfs_pb_shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tensor *d);
+/** How a delta's shape fits its base tensor's. */
+enum rfs_fit {
+	RFS_FIT_EQUAL,    /* the same shape */
+	RFS_FIT_GROWS,    /* more rows, the other dimensions equal */
+	RFS_FIT_MISMATCH, /* anything else */
+};
+
+/** Compares the shapes of @base and its delta @d. */
+enum rfs_fit rfs_pb_shape_fit(const struct rfs_st_tensor *base, const struct rfs_st_tensor *d);
 /** 1 when @t of @base may grow: its first dimension is the base's vocab_size. */
 int rfs_pb_is_vocab(const struct rfs_src *base, const struct rfs_st_tensor *t);
 /** The rule of rfs_pb_is_vocab in words, for messages; returns @buf. */

@@ -186,7 +186,7 @@ static void fake(struct fake_src *f, const char *dir, const char *const *names)
 	for (i = 0; names[i]; i++) {
 		f->t[i] = tensor(names[i], RFS_DT_F32, 1, 4, 0);
 		f->st[i].t = &f->t[i];
-		assert_int_equal(rfs_strmap_put(&f->src.by_name, f->t[i].name, &f->st[i]), 0);
+		assert_int_equal(rfs_strmap_put(&f->src.by_name, f->t[i].name, &f->st[i]), RFS_PUT_NEW);
 	}
 	f->src.ntensors = i;
 }
