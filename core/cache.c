@@ -67,9 +67,9 @@
 
 #include "buf.h"
 
-#define NBUCKETS 4096
-#define POOL_MAX 16
-#define QCAP 256
+#define NBUCKETS RFS_TUNE_CACHE_BUCKETS
+#define POOL_MAX RFS_TUNE_CACHE_POOL
+#define QCAP RFS_TUNE_PREFETCH_QUEUE
 
 enum entry_state { E_QUEUED, E_FILLING, E_READY, E_FAILED };
 

@@ -28,12 +28,13 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "tunables.h"
 
 /** Block size: a key's len is at most this (the pool holds blocks of it). */
-#define RFS_CACHE_BLOCK (1u << 20)
-#define RFS_CACHE_DEFAULT_BUDGET (256ull << 20)
+#define RFS_CACHE_BLOCK RFS_TUNE_BLOCK
+#define RFS_CACHE_DEFAULT_BUDGET RFS_TUNE_CACHE_BUDGET
 /** Prefetch looks at most this many blocks ahead. */
-#define RFS_CACHE_MAX_DEPTH 64
+#define RFS_CACHE_MAX_DEPTH RFS_TUNE_PREFETCH_MAX_DEPTH
 
 /** A block: bytes [start, start + len) of the caller's object @obj. */
 struct rfs_cache_key {

@@ -27,11 +27,12 @@
 #include <sys/stat.h>
 
 #include "err.h"
+#include "tunables.h"
 
 /* How stale the path's verdict may get on read paths: reads that start
  * later than this after a file was replaced or deleted fail (until then
  * they get the old file's bytes, whole).  One stat a second per file. */
-#define RFS_IDENT_RECHECK_NS 1000000000ull
+#define RFS_IDENT_RECHECK_NS RFS_TUNE_RECHECK_NS
 
 struct rfs_ident {
 	const char *path;     /* as the user named it, for messages; not owned */

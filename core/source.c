@@ -7,9 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tunables.h"
 #include "util.h"
 
-#define MAX_JSON_FILE (64u << 20)
+#define MAX_JSON_FILE RFS_TUNE_MAX_JSON_FILE
 
 const char *rfs_src_kind_name(enum rfs_src_kind k)
 {

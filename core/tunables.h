@@ -1,0 +1,94 @@
+/*
+ * tunables.h - every number residfs chose rather than was given by a
+ * format, in one place, each with the reason (or the measurement) behind
+ * it.  Formats' own limits (the safetensors header cap, the 16 terms of a
+ * SPEC) stay with their parsers; these are the ones a person tuning
+ * residfs would look for.
+ */
+#ifndef RFS_TUNABLES_H
+#define RFS_TUNABLES_H
+
+/* ---- block cache (core/cache.c) ------------------------------------------ */
+
+/* Block size, aligned to the virtual file: the kernel's read requests are
+ * 1 MiB at 1 MiB-aligned offsets once the mount's readahead is raised, so
+ * its requests are whole blocks (docs/architecture.md). */
+#define RFS_TUNE_BLOCK (1u << 20)
+/* Default --cache-size: enough for the partial reads of loaders (page
+ * faults of mappings) with prefetch ahead; the daemon measured 281 MiB
+ * peak RSS with it (docs/performance.md). */
+#define RFS_TUNE_CACHE_BUDGET (256ull << 20)
+/* Whole blocks kept mapped after eviction, so a busy cache does not fault
+ * in and zero fresh pages for every block (16 MiB at most). */
+#define RFS_TUNE_CACHE_POOL 16
+/* Hash buckets of the block table: a 256 MiB budget is 256 blocks. */
+#define RFS_TUNE_CACHE_BUCKETS 4096
+/* Prefetch jobs queued at most (blocks are also bounded by half the budget). */
+#define RFS_TUNE_PREFETCH_QUEUE 256
+/* Blocks read ahead after a partial read, and the most a caller may ask. */
+#define RFS_TUNE_PREFETCH_DEPTH 8
+#define RFS_TUNE_PREFETCH_MAX_DEPTH 64
+/* Prefetch worker threads: one per CPU, at most this many. */
+#define RFS_TUNE_PREFETCH_WORKERS 8
+
+/* ---- computing (core/read.c) --------------------------------------------- */
+
+/* Elements per step of the pread fallback: 64 Ki float32 = 256 KiB per
+ * operand buffer, per thread. */
+#define RFS_TUNE_COMP_CHUNK (64u * 1024u)
+/* Tensors in one batch for the backend: a 1 MiB read of small tensors is
+ * one GPU submission (docs/cuda.md). */
+#define RFS_TUNE_BATCH_TENSORS 64
+/* Operand ranges under this are read, not mapped: a mapping costs an mmap,
+ * a fault and a munmap (100k tensors of 38 bytes: 5.8 MB/s mapped, about
+ * 300 MB/s staged); chunks of STAGE_CHUNK bytes are shared by neighbours;
+ * a batch stages at most STAGE_BYTES in STAGE_SLOTS chunks. */
+#define RFS_TUNE_STAGE_SMALL (16u << 10)
+#define RFS_TUNE_STAGE_CHUNK (64u << 10)
+#define RFS_TUNE_STAGE_BYTES (1u << 20)
+#define RFS_TUNE_STAGE_SLOTS 16
+
+/* ---- sources ------------------------------------------------------------- */
+
+/* The largest config.json or index read (real ones are kilobytes; an index
+ * of 100k tensors is a few MB). */
+#define RFS_TUNE_MAX_JSON_FILE (64u << 20)
+/* How long the path of a source file may go unchecked on read paths (its
+ * descriptor is checked on every read; core/ident.h). */
+#define RFS_TUNE_RECHECK_NS 1000000000ull
+
+/* ---- FUSE (fs/mount.c) --------------------------------------------------- */
+
+/* Entry, attribute and negative timeouts: the plan never changes while
+ * mounted, so the kernel may keep every answer (a day). */
+#define RFS_TUNE_FUSE_TIMEOUT_S 86400.0
+/* Requests in flight: libfuse's default of 12 was the bottleneck of
+ * parallel loaders (measured; DESIGN notes in docs/architecture.md). */
+#define RFS_TUNE_FUSE_MAX_BACKGROUND 64
+/* Idle FUSE worker threads kept (--threads changes it for mounts). */
+#define RFS_TUNE_FUSE_IDLE_THREADS 16
+/* Readahead of the mount's device once mounted (--readahead-kb): makes
+ * the kernel's requests 1 MiB (measured: 16,384 requests of 128 KiB for
+ * 2 GiB became 2,048 of 1 MiB). */
+#define RFS_TUNE_READAHEAD_KB 4096
+
+/* ---- export (core/export.c) ---------------------------------------------- */
+
+/* Bytes per read-compute-write step: large enough for O_DIRECT writes and
+ * GPU batches, small enough for 16 threads' buffers (128 MiB). */
+#define RFS_TUNE_EXPORT_BLOCK (8u << 20)
+/* Most export threads (--threads); the default is one per CPU, at most 16. */
+#define RFS_TUNE_EXPORT_MAX_THREADS 64
+#define RFS_TUNE_EXPORT_DEFAULT_THREADS 16
+/* O_DIRECT alignment of export writes (the logical block size of every
+ * disk and file system in use is at most this). */
+#define RFS_TUNE_DIRECT_ALIGN 4096
+
+/* ---- GPU (kernels/backend.c) --------------------------------------------- */
+
+/* Batches smaller than this run on the CPU even when a GPU is there:
+ * below it the transfers cost more than the CPU sum (docs/cuda.md);
+ * RESIDFS_GPU_MIN_ELEMENTS overrides it. */
+#define RFS_TUNE_GPU_MIN_ELEMENTS (1u << 20)
+
+#endif
