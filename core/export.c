@@ -53,6 +53,7 @@
  * parallel (any order) and written with pwrite at their offsets. */
 struct job {
 	const struct rfs_vfile *vf;
+	const struct rfs_reader *rd;
 	int fd;
 	int dfd;                /* the same file opened O_DIRECT, or -1 */
 	uint64_t next;          /* next block offset to take */
@@ -100,7 +101,7 @@ static void *worker(void *arg)
 		n = j->vf->size - off < BLOCK ? (size_t)(j->vf->size - off) : BLOCK;
 		j->next += n;
 		pthread_mutex_unlock(&j->lock);
-		r = rfs_vfile_read(j->vf, buf, n, off, NULL, &e);
+		r = rfs_vfile_read(j->vf, buf, n, off, j->rd, &e);
 		if (r == (ssize_t)n) {
 			size_t w = 0;
 
@@ -155,14 +156,14 @@ static mode_t file_mode(const struct rfs_vfile *vf)
 	return (mode_t)(vf->mode & 0777);
 }
 
-/* Writes @vf to @nfd/NAME (the staging directory's new/) and starts its
- * writeback; @outdir only names it in messages.  On failure the file is
- * removed. */
-static int export_file(const struct rfs_vfile *vf, int nfd, const char *outdir,
-		       const struct rfs_export_opts *o, unsigned nthreads,
+/* Writes @vf, read with @rd, to @nfd/NAME (the staging directory's new/)
+ * and starts its writeback; @outdir only names it in messages.  On failure
+ * the file is removed. */
+static int export_file(const struct rfs_vfile *vf, const struct rfs_reader *rd, int nfd,
+		       const char *outdir, const struct rfs_export_opts *o, unsigned nthreads,
 		       uint64_t *done_total, uint64_t total, struct rfs_err *err)
 {
-	struct job j = { .vf = vf, .stop = o->stop };
+	struct job j = { .vf = vf, .rd = rd, .stop = o->stop };
 	char what[4096 + 256];
 	pthread_t th[64];
 	unsigned i, started = 0;
@@ -834,7 +835,7 @@ static int check_targets(const struct rfs_plan *plan, int odfd, const char *outd
 
 /* ---- the export ---------------------------------------------------------- */
 
-int rfs_export(const struct rfs_plan *plan, const char *outdir,
+int rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
 	       const struct rfs_export_opts *o, struct rfs_err *err)
 {
 	struct entry *en = NULL;
@@ -883,7 +884,7 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir,
 	for (i = 0; i < plan->nfiles; i++)
 		total += plan->files[i].size;
 	for (i = 0; i < plan->nfiles; i++) {
-		ret = export_file(&plan->files[i], nfd, outdir, o, nthreads, &done, total, err);
+		ret = export_file(&plan->files[i], rd, nfd, outdir, o, nthreads, &done, total, err);
 		if (ret)
 			goto out;
 	}

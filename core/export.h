@@ -31,6 +31,8 @@
 
 #include "plan.h"
 
+struct rfs_reader;
+
 /** Progress callback: bytes done of total, current file. */
 typedef void (*rfs_progress_fn)(uint64_t done, uint64_t total, const char *file, void *ctx);
 
@@ -51,11 +53,13 @@ struct rfs_export_opts {
 #define RFS_EXPORT_STAGING ".residfs-export-"
 
 /**
- * Exports @plan into @outdir (created, with missing parents, when absent).
- * Returns 0, or a negative rfs_code with @err naming the file; on failure
- * @outdir holds what it held before (see above).
+ * Exports @plan into @outdir (created, with missing parents, when absent),
+ * reading it with @rd (core/read.h): its backend computes, its cache is
+ * normally NULL (an export reads every byte once).  Returns 0, or a
+ * negative rfs_code with @err naming the file; on failure @outdir holds
+ * what it held before (see above).
  */
-int rfs_export(const struct rfs_plan *plan, const char *outdir,
+int rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
 	       const struct rfs_export_opts *opts, struct rfs_err *err);
 
 #endif

@@ -1,11 +1,12 @@
 /*
  * Reading a plan (read.h): literal and passthrough segments, and computed
  * tensors (operand windows mapped per request under the SIGBUS guard of
- * busguard.c, or read with pread; the arithmetic through
- * kernels/backend.c), through the block cache when given one: this file
- * tells the cache what a block is and which blocks follow it.  Everything
- * here is thread-safe: the plan is immutable and scratch buffers are per
- * thread.
+ * busguard.c, or read with pread; the arithmetic on the reader's backend,
+ * kernels/backend.c), through the reader's block cache when it has one:
+ * this file tells the cache what a block is and which blocks follow it.
+ * Everything here is thread-safe: the plan is immutable, the backend and
+ * the cache come with each call (struct rfs_reader) and scratch buffers
+ * are per thread.
  */
 #include "read.h"
 
@@ -59,6 +60,8 @@ struct scratch {
 
 static void batch_free(struct batch *b);
 
+/* The file's only process-wide state: the key of the per-thread scratch,
+ * made once; what it points to belongs to each thread. */
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
@@ -333,7 +336,7 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
  * A source that ended early fails the whole batch with EIO, naming the
  * tensor and file.
  */
-static int batch_run(struct batch *b, struct rfs_err *err)
+static int batch_run(struct batch *b, struct rfs_backend *be, struct rfs_err *err)
 {
 	void *bus_addr = NULL;
 	unsigned i, k;
@@ -342,7 +345,7 @@ static int batch_run(struct batch *b, struct rfs_err *err)
 	if (!b->njobs && !b->nwin)
 		return 0;
 	rfs_busguard_arm(b->win, b->nwin);
-	rfs_backend_run_batch(NULL, b->jobs, b->njobs);
+	rfs_backend_run_batch(be, b->jobs, b->njobs);
 	if (rfs_busguard_disarm(&bus_addr)) {
 		ret = rfs_errf(err, RFS_E_IO, "a source file ended early");
 		for (i = 0; i < b->ncomp; i++)
@@ -370,7 +373,7 @@ static int batch_run(struct batch *b, struct rfs_err *err)
 
 /* Returns 0, an rfs code, or 1: could not map, use pread. */
 static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
-			  struct rfs_err *err)
+			  struct rfs_backend *be, struct rfs_err *err)
 {
 	struct batch *b = get_batch();
 
@@ -380,11 +383,11 @@ static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint6
 		return 1;
 	if (batch_add(b, c, dst, a, len))
 		return 1;
-	return batch_run(b, err);
+	return batch_run(b, be, err);
 }
 
 int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
-		     struct rfs_err *err)
+		     const struct rfs_reader *rd, struct rfs_err *err)
 {
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
@@ -394,7 +397,7 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 	unsigned k;
 
 	if (rfs_busguard_ready()) {
-		int r = compute_mapped(c, dst, a, len, err);
+		int r = compute_mapped(c, dst, a, len, rd->be, err);
 
 		if (r <= 0)
 			return r;
@@ -430,7 +433,7 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 			}
 			terms[k] = (struct rfs_kern_term){ o->dtype, in[k], have, o->scale };
 		}
-		rfs_backend_run(NULL, &job);
+		rfs_backend_run(rd->be, &job);
 		if (!direct)
 			memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
 	}
@@ -438,13 +441,32 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 }
 
 /* batch_run, adding the time it took to *@ns. */
-static int batch_run_timed(struct batch *b, struct rfs_err *err, uint64_t *ns)
+static int batch_run_timed(struct batch *b, struct rfs_backend *be, struct rfs_err *err,
+			   uint64_t *ns)
 {
 	uint64_t t0 = now_ns();
-	int ret = batch_run(b, err);
+	int ret = batch_run(b, be, err);
 
 	*ns += now_ns() - t0;
 	return ret;
+}
+
+/* The segment of @vf that holds byte @off (< vf->size): the last one that
+ * starts at or before it (an empty segment is never that one, as the next
+ * starts at the same offset). */
+static size_t seg_at(const struct rfs_vfile *vf, uint64_t off)
+{
+	size_t lo = 0, hi = vf->nseg;
+
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (vf->segs[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /* ---- the block cache's view of a file ------------------------------------
@@ -471,25 +493,44 @@ static struct rfs_cache_key seg_block(const struct rfs_seg *s, uint64_t k)
 	return (struct rfs_cache_key){ s->comp, start, (uint32_t)(end - start) };
 }
 
-/* rfs_cache_fill_fn: bytes of the computed tensor key->obj. */
+/*
+ * The cache's position of block @k of segment @segi of @vf: the file, and
+ * the offset in it where the block's part of the tensor starts, which
+ * names the segment and the block.  The position carries the file so that
+ * the cache's one argument is free for the backend, which its prefetch
+ * threads compute with; the plan outlives the cache, so the file pointer
+ * stays valid as long as the cache passes it back.
+ */
+static struct rfs_cache_pos seg_pos(const struct rfs_vfile *vf, size_t segi, uint64_t k)
+{
+	const struct rfs_seg *s = &vf->segs[segi];
+	uint64_t at = k * RFS_CACHE_BLOCK;
+
+	return (struct rfs_cache_pos){ (uint64_t)(uintptr_t)vf, at > s->off ? at : s->off };
+}
+
+/* rfs_cache_fill_fn over the backend @arg: bytes of the computed tensor
+ * key->obj. */
 static int comp_fill(void *arg, const struct rfs_cache_key *key, void *dst, struct rfs_err *err)
 {
-	(void)arg;
-	return rfs_comp_compute(key->obj, dst, key->start, key->len, err);
+	const struct rfs_reader rd = { arg, NULL };
+
+	return rfs_comp_compute(key->obj, dst, key->start, key->len, &rd, err);
 }
 
 /*
- * rfs_cache_next_fn over the file @arg: the block after block pos->b of
- * segment pos->a, in file order: the tensor's next block, then the first
- * block of the next computed tensor (the header gives the order).
+ * rfs_cache_next_fn: the block after the one at *@pos, in file order: the
+ * tensor's next block, then the first block of the next computed tensor
+ * (the header gives the order).  @arg (the backend) is not used.
  */
 static int seg_next(void *arg, struct rfs_cache_pos *pos, struct rfs_cache_key *key)
 {
-	const struct rfs_vfile *vf = arg;
-	size_t segi = (size_t)pos->a;
-	uint64_t k = pos->b;
+	const struct rfs_vfile *vf = (const struct rfs_vfile *)(uintptr_t)pos->a;
+	size_t segi = seg_at(vf, pos->b);
+	uint64_t k = pos->b / RFS_CACHE_BLOCK;
 	const struct rfs_seg *s = &vf->segs[segi];
 
+	(void)arg;
 	if ((k + 1) * RFS_CACHE_BLOCK < s->off + s->len) {
 		k++;
 	} else {
@@ -500,22 +541,22 @@ static int seg_next(void *arg, struct rfs_cache_pos *pos, struct rfs_cache_key *
 			return -1;
 		k = vf->segs[segi].off / RFS_CACHE_BLOCK;
 	}
-	pos->a = segi;
-	pos->b = k;
+	*pos = seg_pos(vf, segi, k);
 	*key = seg_block(&vf->segs[segi], k);
 	return 0;
 }
 
 /*
  * Reads @len bytes at @off of computed segment @segi of @vf into @dst
- * through the cache, block by block.  The plan, and so @vf, outlives the
- * cache: it may stay queued for prefetch (the callbacks only read it).
+ * through @rd's cache, block by block.  Blocks queued for prefetch keep
+ * the backend (which outlives the cache, read.h) and are named by tensors
+ * of the plan (which does too).
  */
-static int cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t segi, char *dst,
-		      uint64_t off, uint64_t len, struct rfs_err *err)
+static int cache_read(const struct rfs_reader *rd, const struct rfs_vfile *vf, size_t segi,
+		      char *dst, uint64_t off, uint64_t len, struct rfs_err *err)
 {
 	const struct rfs_seg *s = &vf->segs[segi];
-	const struct rfs_cache_src src = { comp_fill, seg_next, (void *)vf };
+	const struct rfs_cache_src src = { comp_fill, seg_next, rd->be };
 	uint64_t k, k0 = (s->off + off) / RFS_CACHE_BLOCK, k1;
 
 	if (!len)
@@ -523,11 +564,11 @@ static int cache_read(struct rfs_cache *c, const struct rfs_vfile *vf, size_t se
 	k1 = (s->off + off + len - 1) / RFS_CACHE_BLOCK;
 	for (k = k0; k <= k1; k++) {
 		const struct rfs_cache_key key = seg_block(s, k);
-		const struct rfs_cache_pos pos = { segi, k };
+		const struct rfs_cache_pos pos = seg_pos(vf, segi, k);
 		uint64_t b0 = key.start, from = off > b0 ? off : b0;
 		uint64_t to = b0 + key.len < off + len ? b0 + key.len : off + len;
-		int ret = rfs_cache_read(c, &src, &key, &pos, dst + (from - off), from - b0, to - from,
-					 err);
+		int ret = rfs_cache_read(rd->cache, &src, &key, &pos, dst + (from - off), from - b0,
+					 to - from, err);
 
 		if (ret)
 			return ret;
@@ -570,7 +611,7 @@ int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **wh
 }
 
 static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-			  struct rfs_cache *cache, struct rfs_err *err);
+			  const struct rfs_reader *rd, struct rfs_err *err);
 
 /*
  * A source rewritten under us would be read with the old header's offsets:
@@ -580,14 +621,14 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
  * trusts the last verdict for up to RFS_IDENT_RECHECK_NS.
  */
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-		       struct rfs_cache *cache, struct rfs_err *err)
+		       const struct rfs_reader *rd, struct rfs_err *err)
 {
 	ssize_t r;
 	int ret = rfs_vfile_check(vf, 0, NULL, err);
 
 	if (ret)
 		return ret;
-	r = vfile_read(vf, buf, len, off, cache, err);
+	r = vfile_read(vf, buf, len, off, rd, err);
 	if (r < 0 && err && err->code == RFS_E_IO) {
 		/* a truncated source: say that it changed, not only that it ended */
 		struct rfs_err e2 = { 0 };
@@ -603,9 +644,11 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
 }
 
 static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-			  struct rfs_cache *cache, struct rfs_err *err)
+			  const struct rfs_reader *rd, struct rfs_err *err)
 {
-	size_t lo = 0, hi = vf->nseg, done = 0;
+	struct rfs_cache *cache = rd->cache;
+	struct rfs_backend *be = rd->be;
+	size_t lo, done = 0;
 	char *dst = buf;
 	struct batch *b = NULL;
 	uint64_t deferred = 0, ns = 0;
@@ -615,14 +658,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 		return 0;
 	if (len > vf->size - off)
 		len = (size_t)(vf->size - off);
-	while (hi - lo > 1) { /* last segment with seg.off <= off */
-		size_t mid = (lo + hi) / 2;
-
-		if (vf->segs[mid].off <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
+	lo = seg_at(vf, off);
 	/* The computed pieces of the request form one batch: all of them
 	 * without a cache; with one, the whole blocks it does not hold (a
 	 * 1 MiB read of small tensors is then one GPU submission). */
@@ -648,27 +684,27 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 			if (cache && r < 0) {
 				/* the cache computes its block with this thread's
 				 * batch: run what is pending first */
-				ret = b ? batch_run_timed(b, err, &ns) : 0;
+				ret = b ? batch_run_timed(b, be, err, &ns) : 0;
 				if (!ret)
-					ret = cache_read(cache, vf, lo, dst + done, in, n, err);
+					ret = cache_read(rd, vf, lo, dst + done, in, n, err);
 				break;
 			}
 			if (b && batch_full(b))
-				ret = batch_run_timed(b, err, &ns);
+				ret = batch_run_timed(b, be, err, &ns);
 			if (!ret && b && !batch_add(b, s->comp, dst + done, in, n)) {
 				deferred += n;
 				break;
 			}
 			if (!ret && b) /* unmappable: keep the batch's order simple */
-				ret = batch_run_timed(b, err, &ns);
+				ret = batch_run_timed(b, be, err, &ns);
 			if (!ret)
-				ret = rfs_comp_compute(s->comp, dst + done, in, n, err);
+				ret = rfs_comp_compute(s->comp, dst + done, in, n, rd, err);
 			break;
 		}
 		done += n;
 	}
 	if (b) {
-		int r = batch_run_timed(b, err, &ns);
+		int r = batch_run_timed(b, be, err, &ns);
 
 		if (!ret)
 			ret = r;

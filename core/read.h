@@ -13,7 +13,10 @@
  *    every operand with pread, the same bytes, more slowly;
  *  - this is the only module that knows both a file's segments and the
  *    cache: it tells the cache what a block is (a computed tensor's bytes
- *    under one 1 MiB block of the virtual file) and which blocks follow it.
+ *    under one 1 MiB block of the virtual file) and which blocks follow it;
+ *  - everything a read uses besides the plan comes in its struct
+ *    rfs_reader (the backend, the cache): no process-global state but the
+ *    per-thread scratch buffers and the CPU kernels chosen once.
  */
 #ifndef RFS_READ_H
 #define RFS_READ_H
@@ -26,7 +29,22 @@
 #include "ident.h"
 #include "plan.h"
 
+struct rfs_backend;
 struct rfs_cache;
+
+/**
+ * What reads are given besides the file: where the arithmetic runs and
+ * the block cache.  The caller owns both (and the struct); they are shared
+ * by every thread reading with them.
+ *
+ * Lifetimes: @be must outlive @cache, which computes with it on its
+ * prefetch threads until rfs_cache_free(); the struct itself need only
+ * live through each call.
+ */
+struct rfs_reader {
+	struct rfs_backend *be;  /* required (kernels/backend.h) */
+	struct rfs_cache *cache; /* NULL: no caching */
+};
 
 /**
  * Checks that no source file of @vf changed since the plan was built
@@ -38,21 +56,23 @@ int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **wh
 		    struct rfs_err *err);
 
 /**
- * Reads @len bytes at @off of @vf into @buf, computed tensors through
- * @cache when non-NULL.  Returns the count read, which is less than @len
- * only at end of file, or a negative rfs_code with @err filled.  Safe to
- * call from many threads at once.  A source file that changed since the
- * plan was built fails the read with RFS_E_CHANGED (checked before and
- * after the read, see rfs_vfile_check), never bytes of two versions.
+ * Reads @len bytes at @off of @vf into @buf, computed tensors on @rd->be
+ * and through @rd->cache when non-NULL.  Returns the count read, which is
+ * less than @len only at end of file, or a negative rfs_code with @err
+ * filled.  Safe to call from many threads at once.  A source file that
+ * changed since the plan was built fails the read with RFS_E_CHANGED
+ * (checked before and after the read, see rfs_vfile_check), never bytes
+ * of two versions.
  */
 ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64_t off,
-		       struct rfs_cache *cache, struct rfs_err *err);
+		       const struct rfs_reader *rd, struct rfs_err *err);
 
 /**
- * Computes bytes [@off, @off + @len) of the tensor @c into @dst (no cache).
- * Uses per-thread scratch buffers; thread-safe.
+ * Computes bytes [@off, @off + @len) of the tensor @c into @dst on @rd->be
+ * (@rd->cache is not used: this is what fills it).  Uses per-thread
+ * scratch buffers; thread-safe.
  */
 int rfs_comp_compute(const struct rfs_comp *c, void *dst, uint64_t off, uint64_t len,
-		     struct rfs_err *err);
+		     const struct rfs_reader *rd, struct rfs_err *err);
 
 #endif

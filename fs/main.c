@@ -26,6 +26,7 @@
 #include "core/export.h"
 #include "core/inspect.h"
 #include "core/plan.h"
+#include "core/read.h"
 #include "core/spec.h"
 #include "core/util.h"
 #include "mount.h"
@@ -513,9 +514,11 @@ static void show_note(const char *msg, void *ctx)
 	fprintf(stderr, "residfs: note: %s\n", msg);
 }
 
-static int do_export(struct rfs_plan *plan, const char *out, int force, int quiet,
-		     unsigned threads, double *secs)
+/* Exports @plan into @out computing on @be (no cache: every byte is read once). */
+static int do_export(struct rfs_plan *plan, struct rfs_backend *be, const char *out, int force,
+		     int quiet, unsigned threads, double *secs)
 {
+	const struct rfs_reader rd = { .be = be, .cache = NULL };
 	struct progress pr = { now(), 0, 0 };
 	struct rfs_export_opts eo = {
 		.force = force, .stop = &stop_flag, .threads = threads,
@@ -529,7 +532,7 @@ static int do_export(struct rfs_plan *plan, const char *out, int force, int quie
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	ret = rfs_export(plan, out, &eo, &err);
+	ret = rfs_export(plan, out, &rd, &eo, &err);
 	if (secs)
 		*secs = now() - pr.t0;
 	if (ret) {
@@ -540,9 +543,22 @@ static int do_export(struct rfs_plan *plan, const char *out, int force, int quie
 	return 0;
 }
 
+/* The backend of --backend (RESIDFS_BACKEND); NULL when it cannot be had
+ * here (said on stderr). */
+static struct rfs_backend *make_backend(const struct cli *c)
+{
+	struct rfs_err err = { 0 };
+	struct rfs_backend *be = rfs_backend_new((enum rfs_backend_mode)c->mount.backend, &err);
+
+	if (!be)
+		fprintf(stderr, "residfs: error: %s\n", err.msg);
+	return be;
+}
+
 static int cmd_export(struct cli *c)
 {
 	struct rfs_plan *plan = NULL;
+	struct rfs_backend *be;
 	const char *out;
 	uint64_t total = 0;
 	double secs = 0;
@@ -551,16 +567,12 @@ static int cmd_export(struct cli *c)
 
 	if (ret)
 		return ret;
-	{
-		char why[256];
-
-		if (rfs_backend_select((enum rfs_backend)c->mount.backend, why, sizeof(why))) {
-			fprintf(stderr, "residfs: error: %s\n", why);
-			rfs_plan_free(plan);
-			return 1;
-		}
+	be = make_backend(c);
+	if (!be) {
+		rfs_plan_free(plan);
+		return 1;
 	}
-	ret = do_export(plan, out, c->force, c->quiet, c->threads, &secs);
+	ret = do_export(plan, be, out, c->force, c->quiet, c->threads, &secs);
 	if (!ret && !c->quiet) {
 		for (i = 0; i < plan->nfiles; i++)
 			total += plan->files[i].size;
@@ -568,12 +580,13 @@ static int cmd_export(struct cli *c)
 			plan->nfiles, (unsigned long long)total, out, secs,
 			secs > 0 ? (double)total / 1e6 / secs : 0.0);
 		{
-			char be[256];
+			char desc[256];
 
-			rfs_backend_describe(be, sizeof(be));
-			fprintf(stderr, "residfs: backend %s\n", be);
+			rfs_backend_describe(be, desc, sizeof(desc));
+			fprintf(stderr, "residfs: backend %s\n", desc);
 		}
 	}
+	rfs_backend_free(be);
 	rfs_plan_free(plan);
 	return ret;
 }
@@ -719,6 +732,7 @@ static int cmd_demo(struct cli *c, const char *self)
 	struct rfs_plan *plan = NULL;
 	struct rfs_spec spec = { 0 };
 	struct rfs_src *inst = NULL;
+	struct rfs_backend *be = NULL;
 	char dir[PATH_MAX], base[PATH_MAX + 16], ins[PATH_MAX + 16], res[PATH_MAX + 16];
 	char mnt[PATH_MAX + 16], specs[3 * PATH_MAX + 64], why[1024] = "", hb[32];
 	uint64_t bytes = 0, rbytes = 0;
@@ -772,7 +786,12 @@ static int cmd_demo(struct cli *c, const char *self)
 	}
 	for (i = 0; i < plan->nfiles; i++)
 		rbytes += plan->files[i].size;
-	if (do_export(plan, res, 1, 1, 0, &texp))
+	/* auto: the demo's own export ignores --backend (its mount, a child
+	 * process, follows RESIDFS_BACKEND) */
+	be = rfs_backend_new(RFS_BACKEND_AUTO, &err);
+	if (!be)
+		goto err;
+	if (do_export(plan, be, res, 1, 1, 0, &texp))
 		goto out;
 	rfs_plan_free(plan);
 	plan = NULL;
@@ -835,6 +854,7 @@ out:
 			ret = 1;
 	}
 	rfs_src_close(inst);
+	rfs_backend_free(be);
 	rfs_plan_free(plan);
 	rfs_spec_release(&spec);
 	if (!c->keep && !ret && made_dir)

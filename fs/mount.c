@@ -1,7 +1,9 @@
 /*
  * FUSE high-level operations over a plan.  Per-mount state lives in one
- * struct reached through fuse_get_context()->private_data; the plan is
- * immutable, so handlers take no locks and never hold one across I/O.
+ * struct reached through fuse_get_context()->private_data, the backend and
+ * the cache included (its struct rfs_reader, handed to every read); the
+ * plan is immutable, so handlers take no locks and never hold one across
+ * I/O.
  *
  * Settings (DESIGN 7): page-cache mode with keep_cache (a warm re-read
  * makes no requests), long entry/attr timeouts, max_background 64, a
@@ -39,7 +41,7 @@
 
 struct mnt {
 	struct rfs_plan *plan;
-	struct rfs_cache *cache;
+	struct rfs_reader rd;       /* backend (made after the fork) and cache */
 	char mp[PATH_MAX];
 	unsigned ra_kb;
 	int notify_fd;              /* daemon: tells the parent the mount is live */
@@ -205,8 +207,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 		char be[256], *cj, *js;
 		size_t len;
 
-		rfs_backend_describe(be, sizeof(be));
-		cj = rfs_cache_stats_json(m->cache, &len);
+		rfs_backend_describe(m->rd.be, be, sizeof(be));
+		cj = rfs_cache_stats_json(m->rd.cache, &len);
 		if (!cj)
 			return -ENOMEM;
 		/* the backend in front of the cache's counters */
@@ -225,8 +227,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	vf = fi ? &m->plan->files[fi->fh] : lookup(m, path);
 	if (!vf)
 		return -ENOENT;
-	rfs_cache_count_request(m->cache, size);
-	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, m->cache, &err);
+	rfs_cache_count_request(m->rd.cache, size);
+	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, &m->rd, &err);
 	if (r < 0) {
 		/* the reader gets EIO (or SIGBUS in a mapping): say why */
 		log_error(m, vf, "reading", (long long)off, &err, changed_source(vf, &err));
@@ -474,10 +476,11 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	}
 	{
 		/* after the fork: a CUDA context does not survive one */
-		char why[256];
+		struct rfs_err err = { 0 };
 
-		if (rfs_backend_select((enum rfs_backend)o->backend, why, sizeof(why))) {
-			fprintf(stderr, "residfs: error: %s\n", why);
+		m.rd.be = rfs_backend_new((enum rfs_backend_mode)o->backend, &err);
+		if (!m.rd.be) {
+			fprintf(stderr, "residfs: error: %s\n", err.msg);
 			goto out;
 		}
 	}
@@ -506,8 +509,8 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	{
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-		m.cache = rfs_cache_new(o->cache_bytes, ncpu > 0 ? (unsigned)(ncpu > 8 ? 8 : ncpu) : 1, 8);
-		if (!m.cache) {
+		m.rd.cache = rfs_cache_new(o->cache_bytes, ncpu > 0 ? (unsigned)(ncpu > 8 ? 8 : ncpu) : 1, 8);
+		if (!m.rd.cache) {
 			fprintf(stderr, "residfs: error: out of memory\n");
 			goto out_unmount;
 		}
@@ -533,7 +536,8 @@ out:
 		}
 		close(m.notify_fd);
 	}
-	rfs_cache_free(m.cache);
+	rfs_cache_free(m.rd.cache); /* first: its prefetch threads compute with the backend */
+	rfs_backend_free(m.rd.be);
 	fuse_opt_free_args(&args);
 	return ret;
 }

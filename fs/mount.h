@@ -13,7 +13,7 @@ struct rfs_mount_opts {
 	unsigned readahead_kb;   /* 0: leave the kernel's default */
 	unsigned max_threads;    /* idle FUSE worker threads kept */
 	uint64_t cache_bytes;    /* block cache budget */
-	int backend;             /* enum rfs_backend, selected after the fork */
+	int backend;             /* enum rfs_backend_mode: the backend is made after the fork */
 };
 
 /**

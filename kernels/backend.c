@@ -1,3 +1,15 @@
+/*
+ * Backends (backend.h): the state of one backend lives in its struct, which
+ * every read is handed (core/read.h); the CPU kernels (kern.c) and the CUDA
+ * layer (kern_cuda.cu) are process-wide, for the reasons given in
+ * backend.h.
+ *
+ * auto's verdict moves GPU_UNTRIED -> GPU_MEASURING (one thread, the first
+ * big batch) -> GPU_USE or GPU_NO, or back to GPU_UNTRIED when measuring
+ * could not allocate its buffers.  gpu_state is read and written with
+ * atomics; the verdict's text is under verdict_lock, which is taken last
+ * and never held while computing.
+ */
 #include "backend.h"
 
 #include <pthread.h>
@@ -12,27 +24,16 @@
 #include "kern_cuda.h"
 #endif
 
-static enum rfs_backend sel = RFS_BACKEND_AUTO;
-
-#ifdef RFS_HAVE_CUDA
 enum { GPU_UNTRIED, GPU_MEASURING, GPU_USE, GPU_NO };
 
-static int gpu_state = GPU_UNTRIED; /* auto mode's verdict, atomic */
-static char verdict[160] = "not measured yet"; /* under verdict_lock */
-static pthread_mutex_t verdict_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void set_verdict(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void set_verdict(const char *fmt, ...)
-{
-	va_list ap;
-
-	pthread_mutex_lock(&verdict_lock);
-	va_start(ap, fmt);
-	vsnprintf(verdict, sizeof(verdict), fmt, ap);
-	va_end(ap);
-	pthread_mutex_unlock(&verdict_lock);
-}
-#endif
+struct rfs_backend {
+	enum rfs_backend_mode mode;
+	const struct rfs_kern_ops *cpu; /* rfs_kern_best(), the process's choice */
+	size_t gpu_min;                 /* batches of fewer elements stay on the CPU */
+	int gpu_state;                  /* auto's verdict (GPU_*), atomic */
+	pthread_mutex_t verdict_lock;
+	char verdict[160];              /* auto's verdict in words, under verdict_lock */
+};
 
 int rfs_backend_parse(const char *s)
 {
@@ -45,21 +46,60 @@ int rfs_backend_parse(const char *s)
 	return -1;
 }
 
-int rfs_backend_select(enum rfs_backend b, char *why, size_t len)
+/* RESIDFS_GPU_MIN_ELEMENTS, for measurements and tests: digits only
+ * (strtoull would take "-1" as 2^64-1), else RFS_BACKEND_GPU_MIN. */
+static size_t gpu_min_from_env(void)
 {
-	if (b == RFS_BACKEND_CUDA) {
+	const char *e = getenv("RESIDFS_GPU_MIN_ELEMENTS");
+	char *end;
+	unsigned long long x = e ? strtoull(e, &end, 10) : 0;
+
+	return e && *e >= '0' && *e <= '9' && !*end && x ? (size_t)x : RFS_BACKEND_GPU_MIN;
+}
+
+struct rfs_backend *rfs_backend_new(enum rfs_backend_mode mode, struct rfs_err *err)
+{
+	struct rfs_backend *be;
+
+	switch (mode) {
+	case RFS_BACKEND_AUTO:
+	case RFS_BACKEND_CPU:
+		break;
+	case RFS_BACKEND_CUDA:
 #ifdef RFS_HAVE_CUDA
 		if (!rfs_cuda_available()) {
-			snprintf(why, len, "--backend cuda: no CUDA device answers");
-			return -1;
+			rfs_errf(err, RFS_E_IO, "--backend cuda: no CUDA device answers");
+			return NULL;
 		}
+		break;
 #else
-		snprintf(why, len, "--backend cuda: this residfs was built without CUDA");
-		return -1;
+		rfs_errf(err, RFS_E_IO, "--backend cuda: this residfs was built without CUDA");
+		return NULL;
 #endif
+	default:
+		rfs_errf(err, RFS_E_RANGE, "unknown backend %d", (int)mode);
+		return NULL;
 	}
-	sel = b;
-	return 0;
+	be = calloc(1, sizeof(*be));
+	if (!be) {
+		rfs_errf(err, RFS_E_NOMEM, "out of memory");
+		return NULL;
+	}
+	be->mode = mode;
+	be->cpu = rfs_kern_best();
+	be->gpu_min = gpu_min_from_env();
+	be->gpu_state = GPU_UNTRIED;
+	pthread_mutex_init(&be->verdict_lock, NULL);
+	snprintf(be->verdict, sizeof(be->verdict), "not measured yet");
+	return be;
+}
+
+void rfs_backend_free(struct rfs_backend *be)
+{
+	if (!be)
+		return;
+	pthread_mutex_destroy(&be->verdict_lock);
+	free(be);
 }
 
 static void cpu_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs, size_t n)
@@ -71,6 +111,20 @@ static void cpu_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job 
 }
 
 #ifdef RFS_HAVE_CUDA
+static void set_verdict(struct rfs_backend *be, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void set_verdict(struct rfs_backend *be, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&be->verdict_lock);
+	va_start(ap, fmt);
+	vsnprintf(be->verdict, sizeof(be->verdict), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&be->verdict_lock);
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -81,7 +135,7 @@ static double now(void)
 
 /* auto: the first big batch runs on both; the GPU wins only if it is
  * faster and returns the same bytes. */
-static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs, size_t n,
+static void measure(struct rfs_backend *be, const struct rfs_kern_job *jobs, size_t n,
 		    size_t total)
 {
 	size_t bytes = 0, i, o;
@@ -94,12 +148,12 @@ static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *j
 		bytes += jobs[i].n * rfs_kdt_size(jobs[i].out_dtype);
 	out = malloc(bytes ? bytes : 1);
 	t0 = now();
-	cpu_batch(cpu, jobs, n);
+	cpu_batch(be->cpu, jobs, n);
 	tc = now() - t0;
 	if (!out || !g) {
 		free(out);
 		free(g);
-		__atomic_store_n(&gpu_state, GPU_UNTRIED, __ATOMIC_RELEASE);
+		__atomic_store_n(&be->gpu_state, GPU_UNTRIED, __ATOMIC_RELEASE);
 		return;
 	}
 	for (i = 0, o = 0; i < n; i++) {
@@ -120,106 +174,89 @@ static void measure(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *j
 	}
 	if (ok < 0) {
 		ok = 0;
-		set_verdict("cpu: the GPU returned different bytes; not used");
+		set_verdict(be, "cpu: the GPU returned different bytes; not used");
 		fprintf(stderr, "residfs: warning: the CUDA backend disagrees with the CPU; using the CPU\n");
 	} else if (!ok) {
-		set_verdict("cpu: the GPU failed; not used");
+		set_verdict(be, "cpu: the GPU failed; not used");
 	} else {
 		ok = tg < tc;
-		set_verdict("%s: %zu elements took %.2f ms on the GPU, %.2f ms on the CPU",
-			 ok ? "cuda" : "cpu", total, tg * 1e3, tc * 1e3);
+		set_verdict(be, "%s: %zu elements took %.2f ms on the GPU, %.2f ms on the CPU",
+			    ok ? "cuda" : "cpu", total, tg * 1e3, tc * 1e3);
 	}
 	free(out);
 	free(g);
-	__atomic_store_n(&gpu_state, ok ? GPU_USE : GPU_NO, __ATOMIC_RELEASE);
+	__atomic_store_n(&be->gpu_state, ok ? GPU_USE : GPU_NO, __ATOMIC_RELEASE);
 }
 
-/* Jobs of fewer elements than this stay on the CPU (RESIDFS_GPU_MIN_ELEMENTS
- * overrides RFS_BACKEND_GPU_MIN, for measurements). */
-static size_t gpu_min(void)
+/* The GPU's part of rfs_backend_run_batch: 1 when the batch was computed
+ * (on the GPU, or on the CPU by auto's measurement), 0 when the caller
+ * must compute it on the CPU. */
+static int try_gpu(struct rfs_backend *be, const struct rfs_kern_job *jobs, size_t n)
 {
-	static size_t v;
-	size_t m = __atomic_load_n(&v, __ATOMIC_RELAXED);
+	size_t total = 0, i;
+	int st;
 
-	if (!m) {
-		const char *e = getenv("RESIDFS_GPU_MIN_ELEMENTS");
-		char *end;
-		unsigned long long x = e ? strtoull(e, &end, 10) : 0;
+	if (be->mode == RFS_BACKEND_CPU)
+		return 0;
+	for (i = 0; i < n; i++)
+		total += jobs[i].n;
+	if (total < be->gpu_min)
+		return 0;
+	if (be->mode == RFS_BACKEND_CUDA) /* busy (all contexts taken) or failed: CPU */
+		return rfs_cuda_try_batch(jobs, n) == 0;
+	st = __atomic_load_n(&be->gpu_state, __ATOMIC_ACQUIRE);
+	if (st == GPU_UNTRIED) {
+		int expect = GPU_UNTRIED;
 
-		/* digits only: strtoull would take "-1" as 2^64-1 */
-		m = e && *e >= '0' && *e <= '9' && !*end && x ? (size_t)x : RFS_BACKEND_GPU_MIN;
-		__atomic_store_n(&v, m, __ATOMIC_RELAXED);
+		if (!rfs_cuda_available()) {
+			set_verdict(be, "cpu: no CUDA device answers");
+			__atomic_store_n(&be->gpu_state, GPU_NO, __ATOMIC_RELEASE);
+		} else if (__atomic_compare_exchange_n(&be->gpu_state, &expect, GPU_MEASURING, 0,
+						       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			measure(be, jobs, n, total);
+			return 1;
+		}
+		st = __atomic_load_n(&be->gpu_state, __ATOMIC_ACQUIRE);
 	}
-	return m;
+	return st == GPU_USE && rfs_cuda_try_batch(jobs, n) == 0;
 }
 #endif
 
-void rfs_backend_run_batch(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *jobs,
-			   size_t n)
+void rfs_backend_run_batch(struct rfs_backend *be, const struct rfs_kern_job *jobs, size_t n)
 {
-	if (!cpu)
-		cpu = rfs_kern_best();
 #ifdef RFS_HAVE_CUDA
-	if (sel != RFS_BACKEND_CPU) {
-		size_t total = 0, i;
-		int st;
-
-		for (i = 0; i < n; i++)
-			total += jobs[i].n;
-		if (total < gpu_min())
-			goto on_cpu;
-		if (sel == RFS_BACKEND_CUDA) {
-			/* busy (all contexts taken) or failed: finish here */
-			if (rfs_cuda_try_batch(jobs, n) == 0)
-				return;
-			goto on_cpu;
-		}
-		st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
-		if (st == GPU_UNTRIED) {
-			int expect = GPU_UNTRIED;
-
-			if (!rfs_cuda_available()) {
-				set_verdict("cpu: no CUDA device answers");
-				__atomic_store_n(&gpu_state, GPU_NO, __ATOMIC_RELEASE);
-			} else if (__atomic_compare_exchange_n(&gpu_state, &expect, GPU_MEASURING, 0,
-							       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-				measure(cpu, jobs, n, total);
-				return;
-			}
-			st = __atomic_load_n(&gpu_state, __ATOMIC_ACQUIRE);
-		}
-		if (st == GPU_USE && rfs_cuda_try_batch(jobs, n) == 0)
-			return;
-	}
-on_cpu:
+	if (try_gpu(be, jobs, n))
+		return;
 #endif
-	cpu_batch(cpu, jobs, n);
+	cpu_batch(be->cpu, jobs, n);
 }
 
-void rfs_backend_run(const struct rfs_kern_ops *cpu, const struct rfs_kern_job *job)
+void rfs_backend_run(struct rfs_backend *be, const struct rfs_kern_job *job)
 {
-	rfs_backend_run_batch(cpu, job, 1);
+	rfs_backend_run_batch(be, job, 1);
 }
 
-void rfs_backend_describe(char *buf, size_t len)
+void rfs_backend_describe(struct rfs_backend *be, char *buf, size_t len)
 {
-	const char *cpu = rfs_kern_best()->name;
+	const char *cpu = be->cpu->name;
 
-	switch (sel) {
+	switch (be->mode) {
 	case RFS_BACKEND_CPU:
 		snprintf(buf, len, "cpu (%s)", cpu);
 		break;
 	case RFS_BACKEND_CUDA:
 #ifdef RFS_HAVE_CUDA
 		snprintf(buf, len, "cuda (%s) for batches of %zu elements or more, cpu (%s) below",
-			 rfs_cuda_device_name(), gpu_min(), cpu);
+			 rfs_cuda_device_name(), be->gpu_min, cpu);
+#else
+		snprintf(buf, len, "cpu (%s)", cpu); /* not made: rfs_backend_new refuses it */
 #endif
 		break;
 	default:
 #ifdef RFS_HAVE_CUDA
-		pthread_mutex_lock(&verdict_lock);
-		snprintf(buf, len, "auto: cpu (%s); %s", cpu, verdict);
-		pthread_mutex_unlock(&verdict_lock);
+		pthread_mutex_lock(&be->verdict_lock);
+		snprintf(buf, len, "auto: cpu (%s); %s", cpu, be->verdict);
+		pthread_mutex_unlock(&be->verdict_lock);
 #else
 		snprintf(buf, len, "auto: cpu (%s); built without CUDA", cpu);
 #endif

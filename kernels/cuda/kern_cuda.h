@@ -16,6 +16,11 @@
  * The CUDA runtime is not fork-safe: call none of these functions before
  * a fork (e.g. fuse_daemonize()) in a process that uses them after it.
  *
+ * State is per process, as the device and its runtime context are: the
+ * probe's result, the flag that marks the GPU unusable after an error, and
+ * the pool of contexts with their pinned buffers, set up on first use.
+ * Every struct rfs_backend of the process shares them (kernels/backend.h).
+ *
  * Environment: RESIDFS_CUDA=0 makes the backend report no device;
  * RESIDFS_CUDA_DEVICE=N picks device N (default 0).
  */

@@ -12,6 +12,10 @@
  *   test_fallback auto   --backend auto: the measurement's GPU run fails; the
  *                        verdict says so and every batch is right.
  *
+ * Either way, a backend made afterwards has a verdict of its own while the
+ * GPU's failure is the process's (kernels/backend.h): a new auto backend
+ * says that no device answers, a new cuda backend is refused.
+ *
  * Exits 0 when all checks pass, 1 otherwise.
  */
 #include "backend.h"
@@ -128,8 +132,11 @@ static int count_lines(const char *path, const char *what)
 int main(int argc, char **argv)
 {
 	int cuda = argc > 1 && !strcmp(argv[1], "cuda");
-	char why[256], desc[512], log[] = "/tmp/residfs-fallback.XXXXXX";
+	char desc[512], desc2[512], log[] = "/tmp/residfs-fallback.XXXXXX";
+	struct rfs_err err = { 0 };
+	struct rfs_backend *be, *be2;
 	struct batch b1, b2;
+	size_t i;
 	int fd;
 
 	/* every batch goes through the GPU decision, however small */
@@ -141,27 +148,49 @@ int main(int argc, char **argv)
 	fd = mkstemp(log);
 	if (fd < 0 || dup2(fd, 2) < 0)
 		return 1;
-	CHECK(rfs_backend_select(cuda ? RFS_BACKEND_CUDA : RFS_BACKEND_AUTO, why,
-				 sizeof(why)) == 0,
-	      "select: %s", why);
+	be = rfs_backend_new(cuda ? RFS_BACKEND_CUDA : RFS_BACKEND_AUTO, &err);
+	if (!be) {
+		printf("FAIL: rfs_backend_new: %s\n", err.msg);
+		return 1;
+	}
 
 	/* several chunks (over 24 MiB of input), so the error comes mid-batch */
 	make_batch(&b1, 60, 1 << 20, 1);
-	rfs_backend_run_batch(NULL, b1.jobs, b1.n);
+	rfs_backend_run_batch(be, b1.jobs, b1.n);
 	CHECK(batch_ok(&b1), "%s: the failed batch's bytes differ from the reference",
 	      argv[1]);
 	CHECK(!rfs_cuda_available(), "%s: the GPU is still marked usable after an error",
 	      argv[1]);
 
 	make_batch(&b2, 40, 1 << 18, 2);
-	rfs_backend_run_batch(NULL, b2.jobs, b2.n);
+	rfs_backend_run_batch(be, b2.jobs, b2.n);
 	CHECK(batch_ok(&b2), "%s: a later batch's bytes differ", argv[1]);
 
-	rfs_backend_describe(desc, sizeof(desc));
+	rfs_backend_describe(be, desc, sizeof(desc));
 	if (cuda)
 		CHECK(strstr(desc, "cuda (") == desc, "describe: %s", desc);
 	else
 		CHECK(strstr(desc, "the GPU failed; not used"), "auto's verdict: %s", desc);
+
+	be2 = rfs_backend_new(RFS_BACKEND_CUDA, &err);
+	CHECK(!be2 && err.code == RFS_E_IO && strstr(err.msg, "no CUDA device answers"),
+	      "%s: a cuda backend made after the error: %s", argv[1], be2 ? "made" : err.msg);
+	rfs_backend_free(be2);
+	be2 = rfs_backend_new(RFS_BACKEND_AUTO, &err);
+	CHECK(be2 != NULL, "%s: a new auto backend: %s", argv[1], err.msg);
+	if (be2) {
+		memset(desc2, 0, sizeof(desc2));
+		rfs_backend_describe(be2, desc2, sizeof(desc2));
+		CHECK(strstr(desc2, "not measured yet"), "a new auto backend's verdict: %s", desc2);
+		for (i = 0; i < b2.n; i++)
+			memset(b2.jobs[i].out, 0xA5, b2.jobs[i].n * 2);
+		rfs_backend_run_batch(be2, b2.jobs, b2.n);
+		CHECK(batch_ok(&b2), "%s: a new auto backend's bytes differ", argv[1]);
+		rfs_backend_describe(be2, desc2, sizeof(desc2));
+		CHECK(strstr(desc2, "cpu: no CUDA device answers"), "a new auto backend's verdict: %s",
+		      desc2);
+		rfs_backend_free(be2);
+	}
 	fflush(stderr);
 	CHECK(count_lines(log, "residfs: CUDA error") == 1,
 	      "%s: %d lines logged about the CUDA error, want 1", argv[1],
@@ -169,6 +198,7 @@ int main(int argc, char **argv)
 	unlink(log);
 	free_batch(&b1);
 	free_batch(&b2);
+	rfs_backend_free(be);
 	printf("%s fallback (%s): %s\n", argv[1], desc, failures ? "FAIL" : "PASS");
 	return failures ? 1 : 0;
 }
