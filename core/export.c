@@ -43,8 +43,10 @@
 
 #include "busguard.h"
 #include "read.h"
+#include "tunables.h"
 
-#define BLOCK (8u << 20)          /* bytes per read-compute-write step */
+#define BLOCK RFS_TUNE_EXPORT_BLOCK /* bytes per read-compute-write step */
+#define ALIGN RFS_TUNE_DIRECT_ALIGN /* of O_DIRECT writes */
 #define COMMIT_LIST "commit"
 #define COMMIT_LIST_MAX (64u << 20) /* a longer list is not one of ours */
 #define OLD_TMP_MARK ".residfs-tmp-" /* temporary files of versions before the staging directory */
@@ -72,7 +74,7 @@ static void *worker(void *arg)
 	struct job *j = arg;
 	char *buf = NULL;
 
-	if (posix_memalign((void **)&buf, 4096, BLOCK))
+	if (posix_memalign((void **)&buf, ALIGN, BLOCK))
 		buf = NULL;
 
 	if (!buf) {
@@ -108,8 +110,8 @@ static void *worker(void *arg)
 			while (w < n) {
 				/* whole 4 KiB blocks go through the O_DIRECT descriptor
 				 * (no copy into the page cache), the file's tail not */
-				int fd = j->dfd >= 0 && !((off + w) % 4096) && (n - w) >= 4096 ? j->dfd : j->fd;
-				size_t len = fd == j->dfd ? (n - w) / 4096 * 4096 : n - w;
+				int fd = j->dfd >= 0 && !((off + w) % ALIGN) && (n - w) >= ALIGN ? j->dfd : j->fd;
+				size_t len = fd == j->dfd ? (n - w) / ALIGN * ALIGN : n - w;
 				ssize_t k = pwrite(fd, buf + w, len, (off_t)(off + w));
 
 				if (k < 0 && fd == j->dfd && errno == EINVAL) {
@@ -190,7 +192,7 @@ static int export_file(const struct rfs_vfile *vf, const struct rfs_reader *rd, 
 	if (vf->size <= BLOCK)
 		nthreads = 1;
 	pthread_mutex_lock(&j.lock);
-	for (i = 0; i < nthreads && i < 64; i++)
+	for (i = 0; i < nthreads && i < RFS_TUNE_EXPORT_MAX_THREADS; i++)
 		if (!pthread_create(&th[i], NULL, worker, &j)) {
 			started++;
 			j.running++;
@@ -849,7 +851,7 @@ int rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs
 	if (!nthreads) {
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-		nthreads = ncpu > 0 ? (unsigned)(ncpu > 16 ? 16 : ncpu) : 1;
+		nthreads = ncpu > 0 ? (unsigned)(ncpu > RFS_TUNE_EXPORT_DEFAULT_THREADS ? RFS_TUNE_EXPORT_DEFAULT_THREADS : ncpu) : 1;
 	}
 	rfs_busguard_install(); /* before any read; -1: operands are read with pread */
 	if (stat(outdir, &st) == 0) {

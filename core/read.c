@@ -22,6 +22,7 @@
 #include "../kernels/backend.h"
 #include "busguard.h"
 #include "cache.h"
+#include "tunables.h"
 #include "util.h"
 
 /* rfs_pread_all with the message a reader needs. */
@@ -38,7 +39,7 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *p
 			  (unsigned long long)off);
 }
 
-#define COMP_CHUNK (64u * 1024u) /* elements computed per step */
+#define COMP_CHUNK RFS_TUNE_COMP_CHUNK /* elements computed per step */
 
 static uint64_t now_ns(void)
 {
@@ -128,7 +129,7 @@ static char *scratch_buf(struct scratch *s, unsigned i)
  * thread.
  */
 
-#define BATCH_COMPS 64
+#define BATCH_COMPS RFS_TUNE_BATCH_TENSORS
 
 /*
  * Small operands are read, not mapped.  Mapping a window costs an mmap, a
@@ -140,10 +141,10 @@ static char *scratch_buf(struct scratch *s, unsigned i)
  * A batch stages at most STAGE_BYTES; past that, small operands are mapped
  * like the others.
  */
-#define STAGE_SMALL (16u << 10)
-#define STAGE_CHUNK (64u << 10)
-#define STAGE_BYTES (1u << 20)
-#define STAGE_SLOTS 16
+#define STAGE_SMALL RFS_TUNE_STAGE_SMALL
+#define STAGE_CHUNK RFS_TUNE_STAGE_CHUNK
+#define STAGE_BYTES RFS_TUNE_STAGE_BYTES
+#define STAGE_SLOTS RFS_TUNE_STAGE_SLOTS
 
 struct staged {
 	int fd;

@@ -28,6 +28,7 @@
 #include "core/plan.h"
 #include "core/read.h"
 #include "core/spec.h"
+#include "core/tunables.h"
 #include "core/util.h"
 #include "mount.h"
 
@@ -261,7 +262,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	int o, backend_given = 0;
 
 	c->opts.out_dtype = -1;
-	c->mount.readahead_kb = 4096;
+	c->mount.readahead_kb = RFS_TUNE_READAHEAD_KB;
 	c->mount.cache_bytes = RFS_CACHE_DEFAULT_BUDGET;
 	optind = 2;
 	while ((o = getopt_long(argc, argv, "fdo:h", long_opts, NULL)) != -1) {
@@ -334,7 +335,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->mount.readahead_kb = parse_uint("--readahead-kb", optarg, 0, 1u << 20);
 			break;
 		case OPT_THREADS:
-			c->threads = parse_uint("--threads", optarg, 1, 64);
+			c->threads = parse_uint("--threads", optarg, 1, RFS_TUNE_EXPORT_MAX_THREADS);
 			break;
 		case OPT_CACHE:
 			c->mount.cache_bytes = parse_size("--cache-size", optarg);

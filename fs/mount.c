@@ -33,6 +33,7 @@
 #include "core/busguard.h"
 #include "core/cache.h"
 #include "core/read.h"
+#include "core/tunables.h"
 #include "kernels/backend.h"
 
 /* Not listed, but readable: the cache and request counters as JSON. */
@@ -279,12 +280,12 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	struct mnt *m = fuse_get_context()->private_data;
 
 	cfg->kernel_cache = 1;
-	cfg->entry_timeout = 86400.0;
-	cfg->attr_timeout = 86400.0;
-	cfg->negative_timeout = 86400.0;
+	cfg->entry_timeout = RFS_TUNE_FUSE_TIMEOUT_S;
+	cfg->attr_timeout = RFS_TUNE_FUSE_TIMEOUT_S;
+	cfg->negative_timeout = RFS_TUNE_FUSE_TIMEOUT_S;
 	cfg->use_ino = 1;
 	cfg->nullpath_ok = 0; /* handlers look files up by path */
-	conn->max_background = 64;
+	conn->max_background = RFS_TUNE_FUSE_MAX_BACKGROUND;
 	conn->congestion_threshold = 48;
 	return m;
 }
@@ -426,7 +427,7 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		  const struct rfs_mount_opts *o)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config lc = { .clone_fd = 0, .max_idle_threads = 16 };
+	struct fuse_loop_config lc = { .clone_fd = 0, .max_idle_threads = RFS_TUNE_FUSE_IDLE_THREADS };
 	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid(), .notify_fd = -1 };
 	pthread_t ready_th;
 	int ready_started = 0, foreground = o->foreground || o->debug, pipefd[2];

@@ -33,12 +33,13 @@
 #include <stddef.h>
 
 #include "../core/err.h"
+#include "../core/tunables.h"
 #include "kern.h"
 
 enum rfs_backend_mode { RFS_BACKEND_AUTO = 0, RFS_BACKEND_CPU = 1, RFS_BACKEND_CUDA = 2 };
 
 /** Default GPU threshold, in elements per batch (RESIDFS_GPU_MIN_ELEMENTS overrides it). */
-#define RFS_BACKEND_GPU_MIN (1u << 20)
+#define RFS_BACKEND_GPU_MIN RFS_TUNE_GPU_MIN_ELEMENTS
 
 struct rfs_backend;
 
