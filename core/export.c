@@ -28,6 +28,7 @@
  * OUTDIR's path does not matter either.
  */
 #include "export.h"
+#include "plan_int.h"
 
 #include <dirent.h>
 #include <errno.h>

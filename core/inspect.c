@@ -1,4 +1,5 @@
 #include "inspect.h"
+#include "plan_int.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * hfdir.c (config, index, tokenizer, generation config, other files),
  * card.c (README.md).
  */
-#include "plan.h"
+#include "plan_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -139,4 +139,64 @@ void rfs_plan_free(struct rfs_plan *p)
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name)
 {
 	return rfs_strmap_get(&p->byname, name);
+}
+
+size_t rfs_plan_nfiles(const struct rfs_plan *p)
+{
+	return p->nfiles;
+}
+
+const struct rfs_vfile *rfs_plan_file(const struct rfs_plan *p, size_t i)
+{
+	return i < p->nfiles ? &p->files[i] : NULL;
+}
+
+uint64_t rfs_plan_bytes(const struct rfs_plan *p)
+{
+	uint64_t total = 0;
+	size_t i;
+
+	for (i = 0; i < p->nfiles; i++)
+		total += p->files[i].size;
+	return total;
+}
+
+int64_t rfs_plan_mtime_ns(const struct rfs_plan *p)
+{
+	return p->mtime_ns;
+}
+
+size_t rfs_plan_nnotes(const struct rfs_plan *p)
+{
+	return p->nnotes;
+}
+
+const char *rfs_plan_note(const struct rfs_plan *p, size_t i)
+{
+	return i < p->nnotes ? p->notes[i] : NULL;
+}
+
+const char *rfs_vfile_name(const struct rfs_vfile *vf)
+{
+	return vf->name;
+}
+
+uint64_t rfs_vfile_size(const struct rfs_vfile *vf)
+{
+	return vf->size;
+}
+
+uint64_t rfs_vfile_ino(const struct rfs_vfile *vf)
+{
+	return vf->ino;
+}
+
+unsigned rfs_vfile_mode(const struct rfs_vfile *vf)
+{
+	return vf->mode;
+}
+
+size_t rfs_vfile_index(const struct rfs_vfile *vf)
+{
+	return (size_t)(vf->ino - 2);
 }

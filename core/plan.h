@@ -1,12 +1,16 @@
 /*
- * plan.h - what a mount shows, as data (DESIGN 5 and 6).
+ * plan.h - what a mount shows, as data: the public side.
  *
  * A plan is built once from the SPEC's sources and never changes after:
  * a list of virtual files, each a size plus an ordered list of segments
  * (literal bytes, a byte range of a source file, or a computed tensor).
  * The mount reads it, export writes it, inspect prints it, tests compare
  * it.  Reading a plan is thread-safe: the only shared state is the
- * sources' read-only file descriptors.
+ * sources' read-only file descriptors and each source file's change
+ * verdict (an atomic).
+ *
+ * Outside core/ the plan and its files are opaque: the accessors below
+ * are all fs/ sees.  Their bodies are in plan_int.h, for core/ alone.
  */
 #ifndef RFS_PLAN_H
 #define RFS_PLAN_H
@@ -28,90 +32,8 @@ struct rfs_opts {
 	int passthrough;      /* base floats without a delta pass through */
 };
 
-/* One operand of a computed tensor: elements of a source tensor. */
-struct rfs_operand {
-	int fd;
-	uint64_t off;         /* absolute file offset of element 0 */
-	enum rfs_kdt dtype;
-	uint64_t numel;       /* elements available; past it they count +0.0 */
-	float scale;
-	const char *file;     /* for messages */
-	struct rfs_ident *ident; /* the file's identity (change detection) */
-};
-
-struct rfs_comp {
-	const char *name;     /* tensor name */
-	enum rfs_kdt out_dtype;
-	uint64_t numel;
-	unsigned nops;        /* at most RFS_SPEC_MAX_TERMS */
-	int cast_first;
-	struct rfs_operand ops[]; /* nops of them (allocated for the count) */
-};
-
-enum rfs_seg_kind { RFS_SEG_LIT, RFS_SEG_FILE, RFS_SEG_COMP };
-
-struct rfs_seg {
-	enum rfs_seg_kind kind;
-	uint64_t off, len;    /* place in the virtual file */
-	const char *lit;      /* RFS_SEG_LIT */
-	int fd;               /* RFS_SEG_FILE */
-	uint64_t src_off;     /* RFS_SEG_FILE */
-	const char *src_path; /* RFS_SEG_FILE, for messages */
-	struct rfs_ident *ident; /* RFS_SEG_FILE: the file's identity */
-	struct rfs_comp *comp; /* RFS_SEG_COMP */
-};
-
-struct rfs_vfile {
-	char *name;
-	uint64_t size;
-	int64_t mtime_ns;
-	uint64_t ino;
-	unsigned mode;        /* permission bits: never wider than its sources' */
-	size_t nseg;
-	struct rfs_seg *segs; /* sorted by off, contiguous, covering [0, size) */
-	size_t nident;
-	struct rfs_ident **idents; /* every source file its bytes come from */
-};
-
-/* What inspect reports about each output tensor. */
-enum rfs_how { RFS_HOW_MERGED, RFS_HOW_PASSTHROUGH, RFS_HOW_CONVERTED, RFS_HOW_COMPUTED };
-
-struct rfs_tinfo {
-	const char *name;
-	const char *file;     /* output file name */
-	enum rfs_dtype dtype;
-	unsigned ndim;
-	uint64_t shape[RFS_ST_MAX_DIMS];
-	enum rfs_how how;
-	unsigned nterms;      /* sources feeding it */
-	unsigned srcmask;     /* which: bit k for the SPEC's term k */
-	uint64_t grown_rows;  /* rows beyond the base (vocabulary growth) */
-};
-
-struct rfs_plan {
-	int compute;          /* 1: result is a residuals directory */
-	struct rfs_spec spec;
-	struct rfs_opts opts;
-	size_t nsrc;
-	struct rfs_src *src[RFS_SPEC_MAX_TERMS];
-	size_t nfiles;
-	struct rfs_vfile *files;
-	size_t ntinfo;
-	struct rfs_tinfo *tinfo;
-	size_t nnotes;
-	char **notes;         /* warnings and notes for the user */
-	size_t nignored;
-	char **ignored;       /* delta keys that no output uses */
-	int64_t mtime_ns;
-	/* storage owned by the plan */
-	size_t ncomp;
-	struct rfs_comp **comps;
-	size_t nlits;
-	char **lits;
-	size_t npt;
-	struct rfs_pt **pts;  /* passthrough files kept open */
-	struct rfs_strmap byname; /* file name -> struct rfs_vfile * */
-};
+struct rfs_plan;
+struct rfs_vfile;
 
 /**
  * Opens the sources of @spec and builds the plan.  Everything that can be
@@ -128,11 +50,23 @@ void rfs_plan_free(struct rfs_plan *p);
 /** Virtual file by name, or NULL (a hash look-up: cheap on every FUSE request). */
 const struct rfs_vfile *rfs_plan_find(const struct rfs_plan *p, const char *name);
 
-/** A source file passed through whole (tokenizer files, other files). */
-struct rfs_pt {
-	int fd;
-	char *path;
-	struct rfs_ident ident;
-};
+/** Number of files; rfs_plan_file(p, i) for i below it, in listing order. */
+size_t rfs_plan_nfiles(const struct rfs_plan *p);
+const struct rfs_vfile *rfs_plan_file(const struct rfs_plan *p, size_t i);
+/** Sum of the files' sizes. */
+uint64_t rfs_plan_bytes(const struct rfs_plan *p);
+/** The newest mtime of the inputs (every file's mtime), in ns since the epoch. */
+int64_t rfs_plan_mtime_ns(const struct rfs_plan *p);
+/** Notes for the user (things left out, names matched with a prefix...). */
+size_t rfs_plan_nnotes(const struct rfs_plan *p);
+const char *rfs_plan_note(const struct rfs_plan *p, size_t i);
+
+/** A file's name, size, inode number (stable: its index + 2) and permission bits. */
+const char *rfs_vfile_name(const struct rfs_vfile *vf);
+uint64_t rfs_vfile_size(const struct rfs_vfile *vf);
+uint64_t rfs_vfile_ino(const struct rfs_vfile *vf);
+unsigned rfs_vfile_mode(const struct rfs_vfile *vf);
+/** Its index in the plan (rfs_plan_file(p, rfs_vfile_index(vf)) == vf). */
+size_t rfs_vfile_index(const struct rfs_vfile *vf);
 
 #endif

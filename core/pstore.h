@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "plan.h"
+#include "plan_int.h"
 
 /* A virtual file being built. */
 struct rfs_vfb {

@@ -9,6 +9,7 @@
  * are per thread.
  */
 #include "read.h"
+#include "plan_int.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -30,6 +30,7 @@
 #include "plan.h"
 
 struct rfs_backend;
+struct rfs_comp;
 struct rfs_cache;
 
 /**

@@ -468,8 +468,8 @@ static int cmd_mount(struct cli *c)
 		rfs_plan_free(plan);
 		return 1;
 	}
-	for (i = 0; i < plan->nnotes && (c->mount.foreground || c->mount.debug || isatty(2)); i++)
-		fprintf(stderr, "residfs: note: %s\n", plan->notes[i]);
+	for (i = 0; i < rfs_plan_nnotes(plan) && (c->mount.foreground || c->mount.debug || isatty(2)); i++)
+		fprintf(stderr, "residfs: note: %s\n", rfs_plan_note(plan, i));
 	ret = rfs_mount_run(plan, mp, &c->mount);
 	rfs_plan_free(plan);
 	return ret;
@@ -563,7 +563,6 @@ static int cmd_export(struct cli *c)
 	const char *out;
 	uint64_t total = 0;
 	double secs = 0;
-	size_t i;
 	int ret = make_plan(c, 1, &out, &plan);
 
 	if (ret)
@@ -575,10 +574,9 @@ static int cmd_export(struct cli *c)
 	}
 	ret = do_export(plan, be, out, c->force, c->quiet, c->threads, &secs);
 	if (!ret && !c->quiet) {
-		for (i = 0; i < plan->nfiles; i++)
-			total += plan->files[i].size;
+		total = rfs_plan_bytes(plan);
 		fprintf(stderr, "residfs: exported %zu files, %llu bytes to %s in %.2f s (%.0f MB/s)\n",
-			plan->nfiles, (unsigned long long)total, out, secs,
+			rfs_plan_nfiles(plan), (unsigned long long)total, out, secs,
 			secs > 0 ? (double)total / 1e6 / secs : 0.0);
 		{
 			char desc[256];
@@ -785,8 +783,7 @@ static int cmd_demo(struct cli *c, const char *self)
 		if (rfs_plan_build(&spec, &o, &plan, &err))
 			goto err;
 	}
-	for (i = 0; i < plan->nfiles; i++)
-		rbytes += plan->files[i].size;
+	rbytes = rfs_plan_bytes(plan);
 	/* auto: the demo's own export ignores --backend (its mount, a child
 	 * process, follows RESIDFS_BACKEND) */
 	be = rfs_backend_new(RFS_BACKEND_AUTO, &err);

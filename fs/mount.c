@@ -69,8 +69,8 @@ static void fill_stat(struct mnt *m, const struct rfs_vfile *vf, struct stat *st
 	memset(st, 0, sizeof(*st));
 	st->st_uid = m->uid;
 	st->st_gid = m->gid;
-	st->st_mtim.tv_sec = (time_t)(m->plan->mtime_ns / 1000000000);
-	st->st_mtim.tv_nsec = (long)(m->plan->mtime_ns % 1000000000);
+	st->st_mtim.tv_sec = (time_t)(rfs_plan_mtime_ns(m->plan) / 1000000000);
+	st->st_mtim.tv_nsec = (long)(rfs_plan_mtime_ns(m->plan) % 1000000000);
 	st->st_ctim = st->st_mtim;
 	st->st_atim = st->st_mtim;
 	if (!vf) {
@@ -80,12 +80,12 @@ static void fill_stat(struct mnt *m, const struct rfs_vfile *vf, struct stat *st
 		return;
 	}
 	/* the sources' read bits: a 0600 source is not shown to everyone */
-	st->st_mode = S_IFREG | (vf->mode & 0444);
+	st->st_mode = S_IFREG | (rfs_vfile_mode(vf) & 0444);
 	st->st_nlink = 1;
-	st->st_ino = vf->ino;
-	st->st_size = (off_t)vf->size;
+	st->st_ino = rfs_vfile_ino(vf);
+	st->st_size = (off_t)rfs_vfile_size(vf);
 	st->st_blksize = 1 << 20;
-	st->st_blocks = (blkcnt_t)((vf->size + 511) / 512);
+	st->st_blocks = (blkcnt_t)((rfs_vfile_size(vf) + 511) / 512);
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -102,7 +102,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		fill_stat(m, NULL, st);
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_ino = (ino_t)m->plan->nfiles + 2;
+		st->st_ino = (ino_t)rfs_plan_nfiles(m->plan) + 2;
 		return 0;
 	}
 	vf = lookup(m, path);
@@ -127,9 +127,11 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	fill_stat(m, NULL, &st);
 	filler(buf, ".", &st, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
-	for (i = 0; i < m->plan->nfiles; i++) {
-		fill_stat(m, &m->plan->files[i], &st);
-		if (filler(buf, m->plan->files[i].name, &st, 0, 0))
+	for (i = 0; i < rfs_plan_nfiles(m->plan); i++) {
+		const struct rfs_vfile *vf = rfs_plan_file(m->plan, i);
+
+		fill_stat(m, vf, &st);
+		if (filler(buf, rfs_vfile_name(vf), &st, 0, 0))
 			break;
 	}
 	return 0;
@@ -145,14 +147,14 @@ static void log_error(struct mnt *m, const struct rfs_vfile *vf, const char *wha
 		return;
 	if (off >= 0) {
 		if (m->daemon)
-			syslog(LOG_ERR, "error: %s %s at %lld: %s", what, vf->name, off, err->msg);
+			syslog(LOG_ERR, "error: %s %s at %lld: %s", what, rfs_vfile_name(vf), off, err->msg);
 		else
-			fprintf(stderr, "residfs: error: %s %s at %lld: %s\n", what, vf->name, off,
+			fprintf(stderr, "residfs: error: %s %s at %lld: %s\n", what, rfs_vfile_name(vf), off,
 				err->msg);
 	} else if (m->daemon) {
-		syslog(LOG_ERR, "error: %s %s: %s", what, vf->name, err->msg);
+		syslog(LOG_ERR, "error: %s %s: %s", what, rfs_vfile_name(vf), err->msg);
 	} else {
-		fprintf(stderr, "residfs: error: %s %s: %s\n", what, vf->name, err->msg);
+		fprintf(stderr, "residfs: error: %s %s: %s\n", what, rfs_vfile_name(vf), err->msg);
 	}
 }
 
@@ -189,7 +191,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		log_error(m, vf, "opening", -1, &err, id);
 		return -EIO;
 	}
-	fi->fh = (uint64_t)(vf - m->plan->files);
+	fi->fh = (uint64_t)rfs_vfile_index(vf);
 	fi->keep_cache = 1;
 	return 0;
 }
@@ -225,7 +227,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 		free(js);
 		return (int)r;
 	}
-	vf = fi ? &m->plan->files[fi->fh] : lookup(m, path);
+	vf = fi ? rfs_plan_file(m->plan, (size_t)fi->fh) : lookup(m, path);
 	if (!vf)
 		return -ENOENT;
 	rfs_cache_count_request(m->rd.cache, size);
@@ -241,17 +243,14 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 static int op_statfs(const char *path, struct statvfs *sv)
 {
 	struct mnt *m = ctx();
-	uint64_t total = 0;
-	size_t i;
+	uint64_t total = rfs_plan_bytes(m->plan);
 
 	(void)path;
-	for (i = 0; i < m->plan->nfiles; i++)
-		total += m->plan->files[i].size;
 	memset(sv, 0, sizeof(*sv));
 	sv->f_bsize = 4096;
 	sv->f_frsize = 4096;
 	sv->f_blocks = (total + 4095) / 4096;
-	sv->f_files = m->plan->nfiles + 1;
+	sv->f_files = rfs_plan_nfiles(m->plan) + 1;
 	sv->f_namemax = 255;
 	sv->f_flag = ST_RDONLY;
 	return 0;
