@@ -1,5 +1,5 @@
 /*
- * spec.h - the SPEC grammar of `residfs mount|export|inspect` (DESIGN 1).
+ * spec.h - the SPEC grammar of `residfs mount|export|inspect` (docs/cli.md).
  *
  *   SPEC  := TERM (('+' | '-') TERM)*
  *   TERM  := [NUMBER '*'] PATH

@@ -63,7 +63,7 @@
  * mounted, so the kernel may keep every answer (a day). */
 #define RFS_TUNE_FUSE_TIMEOUT_S 86400.0
 /* Requests in flight: libfuse's default of 12 was the bottleneck of
- * parallel loaders (measured; DESIGN notes in docs/architecture.md). */
+ * parallel loaders (measured; docs/architecture.md, "FUSE settings"). */
 #define RFS_TUNE_FUSE_MAX_BACKGROUND 64
 /* Idle FUSE worker threads kept (--threads changes it for mounts). */
 #define RFS_TUNE_FUSE_IDLE_THREADS 16

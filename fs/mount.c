@@ -5,7 +5,7 @@
  * plan is immutable, so handlers take no locks and never hold one across
  * I/O.
  *
- * Settings (DESIGN 7): page-cache mode with keep_cache (a warm re-read
+ * Settings (docs/architecture.md, "FUSE settings"): page-cache mode with keep_cache (a warm re-read
  * makes no requests), long entry/attr timeouts, max_background 64, a
  * multithreaded loop, and the mount's readahead raised through sysfs when
  * we may (root): requests then come in 1 MiB instead of 128 KiB.

@@ -1,5 +1,5 @@
 /*
- * kern.h - element-wise arithmetic of residfs (DESIGN section 3).
+ * kern.h - element-wise arithmetic of residfs (docs/arithmetic.md).
  *
  * Invariants every backend keeps, bit for bit with the scalar reference:
  *  - inputs are widened exactly to float32;

@@ -1,5 +1,5 @@
 /*
- * kern_cuda.h - CUDA backend of the residfs kernels (DESIGN sections 3, 8).
+ * kern_cuda.h - CUDA backend of the residfs kernels (docs/arithmetic.md, docs/cuda.md).
  *
  * Plain C interface.  rfs_cuda_run() computes exactly what
  * rfs_kern_run(&rfs_kern_scalar, job) computes, bit for bit, on the GPU:

@@ -1,7 +1,7 @@
 """Helpers of the tests against the real packages: running residfs, mounting and
 unmounting, reading every safetensors file of a directory both ways the
 safetensors package offers, bit-exact comparison of torch tensors, and the
-DESIGN section 3 formula computed with torch in float32."""
+docs/arithmetic.md formula computed with torch in float32."""
 import json
 import os
 import sys
@@ -131,7 +131,7 @@ def assert_same_tensors(got, want, what, keys=None):
 
 
 def formula(base, terms, out_dtype=None):
-    """DESIGN section 3 with torch: to_out(f32(base) + s1*f32(d1) + s2*f32(d2) ...),
+    """docs/arithmetic.md with torch: to_out(f32(base) + s1*f32(d1) + s2*f32(d2) ...),
     float32, left to right, each product and each sum rounded (separate torch ops, no
     fused multiply-add); s == 1: no multiply; base rows missing (grown vocabulary) are 0.
     @terms: [(scale, delta tensor)]. Output dtype: @out_dtype or the base's."""

@@ -1,4 +1,4 @@
-"""BASE+DELTA mounts against transformers and the DESIGN section 3 formula.
+"""BASE+DELTA mounts against transformers and the formula of docs/arithmetic.md.
 
 Issue items 1 (logits of the mount equal the instruct model's, bit for bit)
 and 6 (scaled, negated and multi-delta mounts equal the formula computed with

@@ -4,7 +4,7 @@ Everything the tests expect is computed here, independently of residfs:
 safetensors files are written by a small writer of our own (and by the
 `safetensors` package), the merged bytes by numpy in float32 (numpy's
 float32 add and multiply are each rounded, never fused), bf16 rounding by
-the DESIGN formula, fp16 rounding by numpy's astype(float16).
+the formula of docs/arithmetic.md, fp16 rounding by numpy's astype(float16).
 """
 import contextlib
 import hashlib

@@ -66,7 +66,7 @@ def test_stat_sizes_inodes_mtimes(mounter, llama):
 
 
 def test_mtime_is_newest_input(mounter, tmp_path, llama):
-    """mtimes are stable and are the newest input mtime (DESIGN 5): here the
+    """mtimes are stable and are the newest input mtime (docs/architecture.md): here the
     inputs are given known mtimes, the newest being the delta's weights."""
     s = llama
     b = shutil.copytree(s.base.path, os.path.join(str(tmp_path), "b"))

@@ -1,5 +1,5 @@
 /*
- * test_kern.c - golden vectors for the element-wise arithmetic (DESIGN 3)
+ * test_kern.c - golden vectors for the element-wise arithmetic (docs/arithmetic.md)
  * and bit-exact agreement of every SIMD backend with the scalar reference.
  *
  * Expected bits are hard-coded: derived by hand from IEEE 754 and checked
