@@ -545,17 +545,17 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
 	return 0;
 }
 
-int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst)
+enum rfs_take rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst)
 {
 	struct entry *e = take_ready(c, key);
 
 	if (!e)
-		return 0;
+		return RFS_TAKE_MISS;
 	memcpy(dst, e->data, key->len);
 	pthread_mutex_lock(&c->lock);
 	e->refs--;
 	pthread_mutex_unlock(&c->lock);
-	return 1;
+	return RFS_TAKE_COPIED;
 }
 
 void rfs_cache_count_computed(struct rfs_cache *c, uint64_t bytes, uint64_t ns)

@@ -129,14 +129,20 @@ int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
 		   uint64_t at, uint64_t n, struct rfs_err *err);
 
 /**
- * For a reader that fills whole blocks itself (in batches): copies block
- * @key into @dst (@key->len bytes) and returns 1 when the cache holds it
- * ready (a block being filled is waited for), else returns 0 (counted as
- * a miss; a block queued for prefetch is taken off the queue): the caller
- * fills it itself, straight into its buffer, and reports that with
- * rfs_cache_count_computed().
+ * What rfs_cache_take_whole did with a whole block.
  */
-int rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst);
+enum rfs_take {
+	RFS_TAKE_MISS,   /* not held: the caller fills it (a queued prefetch is dropped) */
+	RFS_TAKE_COPIED, /* held (or being filled, then waited for): copied */
+};
+
+/**
+ * For a reader that fills whole blocks itself (in batches): copies block
+ * @key into @dst (@key->len bytes) when the cache holds it ready, else
+ * counts a miss and the caller fills it itself, straight into its buffer,
+ * and reports that with rfs_cache_count_computed().
+ */
+enum rfs_take rfs_cache_take_whole(struct rfs_cache *c, const struct rfs_cache_key *key, void *dst);
 
 /** Counts @bytes computed outside the cache in @ns nanoseconds. */
 void rfs_cache_count_computed(struct rfs_cache *c, uint64_t bytes, uint64_t ns);

@@ -77,7 +77,7 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 	}
 }
 
-int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
+int rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err)
 {
 	cJSON *root = cJSON_CreateObject(), *a, *o, *s;
 	char spec[4096], *text;
@@ -85,7 +85,7 @@ int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
 	unsigned d;
 
 	if (!root)
-		return RFS_E_NOMEM;
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	rfs_spec_format(&p->spec, spec, sizeof(spec));
 	cJSON_AddStringToObject(root, "spec", spec);
 	cJSON_AddStringToObject(root, "mode", p->compute ? "compute" : "apply");
@@ -141,8 +141,11 @@ int rfs_inspect_json(const struct rfs_plan *p, FILE *out)
 	text = cJSON_Print(root);
 	cJSON_Delete(root);
 	if (!text)
-		return RFS_E_NOMEM;
-	fprintf(out, "%s\n", text);
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	if (fprintf(out, "%s\n", text) < 0 || fflush(out)) {
+		free(text);
+		return rfs_errsys(err, "writing the JSON");
+	}
 	free(text);
 	return 0;
 }

@@ -373,19 +373,17 @@ static int batch_run(struct batch *b, struct rfs_backend *be, struct rfs_err *er
 	return ret;
 }
 
-/* Returns 0, an rfs code, or 1: could not map, use pread. */
+/* Computes from mapped windows: 0 or an rfs code, with *@mapped 0 when
+ * the windows could not be mapped (nothing done: use pread). */
 static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint64_t len,
-			  struct rfs_backend *be, struct rfs_err *err)
+			  struct rfs_backend *be, int *mapped, struct rfs_err *err)
 {
 	struct batch *b = get_batch();
 
 	/* a batch of the caller's still pending (not expected: callers run
 	 * theirs first) is left alone; this piece is read with pread */
-	if (!b || b->ncomp)
-		return 1;
-	if (batch_add(b, c, dst, a, len))
-		return 1;
-	return batch_run(b, be, err);
+	*mapped = b && !b->ncomp && !batch_add(b, c, dst, a, len);
+	return *mapped ? batch_run(b, be, err) : 0;
 }
 
 int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
@@ -399,10 +397,10 @@ int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t 
 	unsigned k;
 
 	if (rfs_busguard_ready()) {
-		int r = compute_mapped(c, dst, a, len, rd->be, err);
+		int mapped, ret = compute_mapped(c, dst, a, len, rd->be, &mapped, err);
 
-		if (r <= 0)
-			return r;
+		if (mapped)
+			return ret;
 	}
 	/* could not map: read the operands into per-thread buffers */
 	sc = get_scratch();
@@ -578,19 +576,23 @@ static int cache_read(const struct rfs_reader *rd, const struct rfs_vfile *vf, s
 	return 0;
 }
 
-/*
- * When bytes [@off, @off + @len) of computed segment @s are exactly one
- * whole block: 1 when the cache held it (copied into @dst), 0 when the
- * caller must compute it.  -1 for any other range (use cache_read()).
- */
-static int cache_take_whole(struct rfs_cache *c, const struct rfs_seg *s, char *dst, uint64_t off,
-			    uint64_t len)
+/* What a read does with a piece of a computed segment and the cache. */
+enum whole {
+	WHOLE_COPIED,  /* a whole block the cache held: copied */
+	WHOLE_COMPUTE, /* a whole block the cache lacks: compute it into the buffer */
+	WHOLE_PARTIAL, /* part of a block: through the cache (cache_read) */
+};
+
+/* Whether bytes [@off, @off + @len) of computed segment @s are exactly one
+ * whole block, and if so whether the cache held it (copied into @dst). */
+static enum whole cache_take_whole(struct rfs_cache *c, const struct rfs_seg *s, char *dst,
+				   uint64_t off, uint64_t len)
 {
 	const struct rfs_cache_key key = seg_block(s, (s->off + off) / RFS_CACHE_BLOCK);
 
 	if (!len || off != key.start || len != key.len)
-		return -1;
-	return rfs_cache_take_whole(c, &key, dst);
+		return WHOLE_PARTIAL;
+	return rfs_cache_take_whole(c, &key, dst) == RFS_TAKE_COPIED ? WHOLE_COPIED : WHOLE_COMPUTE;
 }
 
 /* ---- reading a file ------------------------------------------------------ */
@@ -670,7 +672,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 		const struct rfs_seg *s = &vf->segs[lo];
 		uint64_t in = off + done - s->off;
 		size_t n = s->len - in < len - done ? (size_t)(s->len - in) : len - done;
-		int r;
+		enum whole w;
 
 		switch (s->kind) {
 		case RFS_SEG_LIT:
@@ -680,10 +682,10 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
 			break;
 		case RFS_SEG_COMP:
-			r = cache && b ? cache_take_whole(cache, s, dst + done, in, n) : -1;
-			if (r == 1)
+			w = cache && b ? cache_take_whole(cache, s, dst + done, in, n) : WHOLE_PARTIAL;
+			if (w == WHOLE_COPIED)
 				break;
-			if (cache && r < 0) {
+			if (cache && w == WHOLE_PARTIAL) {
 				/* the cache computes its block with this thread's
 				 * batch: run what is pending first */
 				ret = b ? batch_run_timed(b, be, err, &ns) : 0;

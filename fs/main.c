@@ -597,9 +597,11 @@ static int cmd_inspect(struct cli *c)
 
 	if (ret)
 		return ret;
-	if (c->json)
-		ret = rfs_inspect_json(plan, stdout) ? 1 : 0;
-	else
+	if (c->json) {
+		struct rfs_err err = { 0 };
+
+		ret = rfs_inspect_json(plan, stdout, &err) ? fail(&err) : 0;
+	} else
 		rfs_inspect_text(plan, stdout);
 	rfs_plan_free(plan);
 	return ret;

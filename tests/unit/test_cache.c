@@ -174,8 +174,8 @@ static int take(struct rfs_cache *c, struct rfs_cache_key key)
 	int r;
 
 	assert_non_null(buf);
-	r = rfs_cache_take_whole(c, &key, buf);
-	if (r == 1)
+	r = rfs_cache_take_whole(c, &key, buf) == RFS_TAKE_COPIED;
+	if (r)
 		check_bytes(key.obj, key.start, buf, key.len);
 	free(buf);
 	return r;
