@@ -27,8 +27,8 @@ static int shape_error(const struct rfs_apply_in *in, unsigned k, const char *wh
 			t->name, in->base_file, s1, in->delta_file[k], s2, why);
 }
 
-int rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
-		       struct rfs_err *err)
+enum rfs_code rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
+				 struct rfs_err *err)
 {
 	const struct rfs_st_tensor *t = in->base;
 	int floating = rfs_dtype_kdt(t->dtype) >= 0;

@@ -56,8 +56,8 @@ struct rfs_apply_out {
  * or F16, a delta whose shape does not fit (only vocabulary tensors may
  * grow).  @out is set on success only.
  */
-int rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
-		       struct rfs_err *err);
+enum rfs_code rfs_apply_classify(const struct rfs_apply_in *in, struct rfs_apply_out *out,
+				 struct rfs_err *err);
 
 /** Builds the apply-mode plan of b->p (src[0] the base, the others residuals). */
 int rfs_pb_apply(struct rfs_build *b);

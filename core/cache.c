@@ -497,9 +497,9 @@ static int acquire(struct rfs_cache *c, const struct rfs_cache_src *src,
 	return 0;
 }
 
-int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
-		   const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dstv,
-		   uint64_t at, uint64_t n, struct rfs_err *err)
+enum rfs_code rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
+			     const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dstv,
+			     uint64_t at, uint64_t n, struct rfs_err *err)
 {
 	struct rfs_cache_key ahead[RFS_CACHE_MAX_DEPTH];
 	char *dst = dstv;

@@ -124,9 +124,9 @@ void rfs_cache_free(struct rfs_cache *c);
  * Under a budget of 0 nothing is kept: every read fills straight into
  * @dst.  Returns 0, or the fill's error (nothing kept).
  */
-int rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
-		   const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dst,
-		   uint64_t at, uint64_t n, struct rfs_err *err);
+enum rfs_code rfs_cache_read(struct rfs_cache *c, const struct rfs_cache_src *src,
+			     const struct rfs_cache_key *key, const struct rfs_cache_pos *pos, void *dst,
+			     uint64_t at, uint64_t n, struct rfs_err *err);
 
 /**
  * What rfs_cache_take_whole did with a whole block.

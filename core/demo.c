@@ -360,7 +360,7 @@ out:
 	return ret;
 }
 
-int rfs_demo_generate(const char *dir, const struct rfs_demo_cfg *c, struct rfs_err *err)
+enum rfs_code rfs_demo_generate(const char *dir, const struct rfs_demo_cfg *c, struct rfs_err *err)
 {
 	char path[4096];
 	int ret;

@@ -24,6 +24,6 @@ struct rfs_demo_cfg {
 void rfs_demo_default(struct rfs_demo_cfg *c);
 
 /** Writes DIR/base and DIR/instruct (DIR must exist).  Returns 0 or an rfs code. */
-int rfs_demo_generate(const char *dir, const struct rfs_demo_cfg *c, struct rfs_err *err);
+enum rfs_code rfs_demo_generate(const char *dir, const struct rfs_demo_cfg *c, struct rfs_err *err);
 
 #endif

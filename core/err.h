@@ -1,11 +1,17 @@
 /*
  * err.h - one error type for all of core/.
  *
- * Every fallible function in core/ returns 0 on success or a negative
- * rfs_code, and fills a caller-owned struct rfs_err with a message that
- * names the file, the tensor and the offsets involved.  errno values are
- * produced only at the edges (fs/ turns codes into -errno for FUSE).
- * On failure, out-parameters are left untouched unless stated otherwise.
+ * Every fallible function of core/'s interface returns enum rfs_code
+ * (RFS_OK, or a negative code) and takes a caller-owned struct rfs_err
+ * that it fills with a message naming the file, the tensor and the offsets
+ * involved.  Two kinds of function differ, each saying so: reads that
+ * return a count (rfs_vfile_read: the count, or a negative code) and the
+ * plan builder's internal helpers, whose rfs_err travels in their struct
+ * rfs_build.  Results that are not failures but one of several outcomes
+ * are named enums (enum rfs_put, rfs_fit, rfs_take, rfs_apply_how...),
+ * never 1/0/-1.  errno values are produced only at the edges
+ * (rfs_err_errno, for FUSE).  On failure, out-parameters are left
+ * untouched unless stated otherwise.
  */
 #ifndef RFS_ERR_H
 #define RFS_ERR_H

@@ -838,8 +838,8 @@ static int check_targets(const struct rfs_plan *plan, int odfd, const char *outd
 
 /* ---- the export ---------------------------------------------------------- */
 
-int rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
-	       const struct rfs_export_opts *o, struct rfs_err *err)
+enum rfs_code rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
+			 const struct rfs_export_opts *o, struct rfs_err *err)
 {
 	struct entry *en = NULL;
 	char sname[64], sdir[4096 + 64];

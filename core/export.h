@@ -59,7 +59,7 @@ struct rfs_export_opts {
  * negative rfs_code with @err naming the file; on failure @outdir holds
  * what it held before (see above).
  */
-int rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
-	       const struct rfs_export_opts *opts, struct rfs_err *err);
+enum rfs_code rfs_export(const struct rfs_plan *plan, const char *outdir, const struct rfs_reader *rd,
+			 const struct rfs_export_opts *opts, struct rfs_err *err);
 
 #endif

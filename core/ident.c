@@ -79,7 +79,7 @@ static int changed_err(struct rfs_ident *id, struct rfs_err *err)
 			id->path, id->why);
 }
 
-int rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err)
+enum rfs_code rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err)
 {
 	struct stat st;
 	const char *why = NULL;

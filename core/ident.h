@@ -66,7 +66,7 @@ void rfs_ident_release(struct rfs_ident *id);
  * time; the path, without @force, only when its last check is older than
  * RFS_IDENT_RECHECK_NS.
  */
-int rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err);
+enum rfs_code rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err);
 
 /** 1 for the first caller after a change was seen (to log it once), else 0. */
 int rfs_ident_first_report(struct rfs_ident *id);

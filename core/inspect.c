@@ -77,7 +77,7 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 	}
 }
 
-int rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err)
+enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err)
 {
 	cJSON *root = cJSON_CreateObject(), *a, *o, *s;
 	char spec[4096], *text;

@@ -11,6 +11,6 @@
 /** Human-readable listing of sources, files, tensors, ignored keys and notes. */
 void rfs_inspect_text(const struct rfs_plan *p, FILE *out);
 /** The same as one JSON document; 0 or RFS_E_NOMEM / RFS_E_IO (writing @out) with @err set. */
-int rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err);
+enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err);
 
 #endif

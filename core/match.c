@@ -63,8 +63,8 @@ static void best_prefix(const struct rfs_src *a, const struct rfs_src *bsrc, cha
 		}
 }
 
-int rfs_match_choose(const struct rfs_src *base, const struct rfs_src *d, struct rfs_match *m,
-		     struct rfs_err *err)
+enum rfs_code rfs_match_choose(const struct rfs_src *base, const struct rfs_src *d, struct rfs_match *m,
+			       struct rfs_err *err)
 {
 	size_t i, exact = 0, add = 0, strip = 0;
 	char padd[128] = "", pstrip[128] = "";

@@ -28,8 +28,8 @@ struct rfs_match {
  * Chooses how @d's names match @base's.  RFS_E_MISMATCH (naming both
  * directories and an example of each) when no name matches either way.
  */
-int rfs_match_choose(const struct rfs_src *base, const struct rfs_src *d, struct rfs_match *m,
-		     struct rfs_err *err);
+enum rfs_code rfs_match_choose(const struct rfs_src *base, const struct rfs_src *d, struct rfs_match *m,
+			       struct rfs_err *err);
 
 /** @d's tensor for the base tensor @name under @m, or NULL. */
 const struct rfs_src_tensor *rfs_match_find(const struct rfs_src *d, const struct rfs_match *m,

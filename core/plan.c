@@ -21,8 +21,8 @@
 #include "compute.h"
 #include "pstore.h"
 
-int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
-		   struct rfs_plan **out, struct rfs_err *err)
+enum rfs_code rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
+			     struct rfs_plan **out, struct rfs_err *err)
 {
 	struct rfs_plan *p = calloc(1, sizeof(*p));
 	struct rfs_build b = { .p = p, .err = err };

@@ -41,8 +41,8 @@ struct rfs_vfile;
  * written.  On failure *@out is untouched and @err names file and tensor.
  * @spec is moved into the plan on success (and left to the caller on failure).
  */
-int rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
-		   struct rfs_plan **out, struct rfs_err *err);
+enum rfs_code rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
+			     struct rfs_plan **out, struct rfs_err *err);
 
 /** Frees everything; accepts NULL. */
 void rfs_plan_free(struct rfs_plan *p);

@@ -386,8 +386,8 @@ static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint6
 	return *mapped ? batch_run(b, be, err) : 0;
 }
 
-int rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
-		     const struct rfs_reader *rd, struct rfs_err *err)
+enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
+			       const struct rfs_reader *rd, struct rfs_err *err)
 {
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
@@ -597,8 +597,8 @@ static enum whole cache_take_whole(struct rfs_cache *c, const struct rfs_seg *s,
 
 /* ---- reading a file ------------------------------------------------------ */
 
-int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
-		    struct rfs_err *err)
+enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+			      struct rfs_err *err)
 {
 	size_t i;
 

@@ -53,8 +53,8 @@ struct rfs_reader {
  * RFS_IDENT_RECHECK_NS).  RFS_E_CHANGED names the file; *@which, when
  * non-NULL, is set to its identity.
  */
-int rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
-		    struct rfs_err *err);
+enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+			      struct rfs_err *err);
 
 /**
  * Reads @len bytes at @off of @vf into @buf, computed tensors on @rd->be
@@ -73,7 +73,7 @@ ssize_t rfs_vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uint64
  * (@rd->cache is not used: this is what fills it).  Uses per-thread
  * scratch buffers; thread-safe.
  */
-int rfs_comp_compute(const struct rfs_comp *c, void *dst, uint64_t off, uint64_t len,
-		     const struct rfs_reader *rd, struct rfs_err *err);
+enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dst, uint64_t off, uint64_t len,
+			       const struct rfs_reader *rd, struct rfs_err *err);
 
 #endif

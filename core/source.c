@@ -150,8 +150,8 @@ static int check_residuals_config(const cJSON *root, const char *path, struct rf
 	return 0;
 }
 
-int rfs_src_parse_config(const char *text, size_t len, const char *path,
-			 struct rfs_src_config *out, struct rfs_err *err)
+enum rfs_code rfs_src_parse_config(const char *text, size_t len, const char *path,
+				   struct rfs_src_config *out, struct rfs_err *err)
 {
 	struct rfs_src_config c = { .kind = 0, .tie_word_embeddings = 1, .vocab_size = -1 };
 	cJSON *root = parse_whole(text, len, path, err);
@@ -283,8 +283,8 @@ void rfs_src_index_release(struct rfs_src_index *ix)
 	memset(ix, 0, sizeof(*ix));
 }
 
-int rfs_src_parse_index(const char *text, size_t len, const char *path,
-			struct rfs_src_index *out, struct rfs_err *err)
+enum rfs_code rfs_src_parse_index(const char *text, size_t len, const char *path,
+				  struct rfs_src_index *out, struct rfs_err *err)
 {
 	struct rfs_src_index ix = { 0 };
 	struct rfs_strmap seen = { 0 };
@@ -464,7 +464,7 @@ static int build_map(struct rfs_src *s, struct rfs_err *err)
 	return 0;
 }
 
-int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
+enum rfs_code rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
 {
 	struct rfs_src *s = calloc(1, sizeof(*s));
 	struct stat st;

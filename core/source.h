@@ -63,8 +63,8 @@ struct rfs_src_config {
  * known keys must have the types the `residuals` package writes).
  * vocab_size, when present, must be a whole number in [1, 2^31).
  */
-int rfs_src_parse_config(const char *text, size_t len, const char *path,
-			 struct rfs_src_config *out, struct rfs_err *err);
+enum rfs_code rfs_src_parse_config(const char *text, size_t len, const char *path,
+				   struct rfs_src_config *out, struct rfs_err *err);
 
 /** A parsed model.safetensors.index.json. */
 struct rfs_src_index {
@@ -84,13 +84,13 @@ struct rfs_src_index {
  * "model.safetensors", under 256 bytes).  On success *@out owns its
  * storage (rfs_src_index_release); on failure it is zeroed.
  */
-int rfs_src_parse_index(const char *text, size_t len, const char *path,
-			struct rfs_src_index *out, struct rfs_err *err);
+enum rfs_code rfs_src_parse_index(const char *text, size_t len, const char *path,
+				  struct rfs_src_index *out, struct rfs_err *err);
 /** Frees what rfs_src_parse_index stored; accepts a zeroed index. */
 void rfs_src_index_release(struct rfs_src_index *ix);
 
 /** Opens @dir (see above).  On failure nothing is left open and @err names the file. */
-int rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err);
+enum rfs_code rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err);
 /** Closes everything; accepts NULL. */
 void rfs_src_close(struct rfs_src *s);
 /** Tensor by name, or NULL. */

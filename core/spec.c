@@ -89,14 +89,14 @@ static const char *scale_why(double v, int erange)
 	return NULL;
 }
 
-int rfs_spec_scale_check(double scale, struct rfs_err *err)
+enum rfs_code rfs_spec_scale_check(double scale, struct rfs_err *err)
 {
 	const char *why = scale_why(scale, 0);
 
 	return why ? rfs_errf(err, RFS_E_SPEC, "scale %g %s", scale, why) : 0;
 }
 
-int rfs_spec_scale_parse(const char *text, double *out, struct rfs_err *err)
+enum rfs_code rfs_spec_scale_parse(const char *text, double *out, struct rfs_err *err)
 {
 	const char *why;
 	char *end;
@@ -212,7 +212,7 @@ static void describe(const struct search *s, const struct reading *r, char *buf,
 	}
 }
 
-int rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err)
+enum rfs_code rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err)
 {
 	const char *why = scale_why(scale, 0);
 	char *p;
@@ -241,8 +241,8 @@ void rfs_spec_release(struct rfs_spec *s)
 	memset(s, 0, sizeof(*s));
 }
 
-int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
-		   struct rfs_spec *out, struct rfs_err *err)
+enum rfs_code rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
+			     struct rfs_spec *out, struct rfs_err *err)
 {
 	struct search *s;
 	struct rfs_spec res = { 0 };

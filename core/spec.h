@@ -45,8 +45,8 @@ typedef int (*rfs_spec_isdir_fn)(const char *path, void *ctx);
  * the problem: no reading at all (which operands are missing), or several
  * readings (each one listed).  On failure @out is zeroed.
  */
-int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
-		   struct rfs_spec *out, struct rfs_err *err);
+enum rfs_code rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
+			     struct rfs_spec *out, struct rfs_err *err);
 
 /**
  * 0 when @scale survives the conversion to float32 (the arithmetic is
@@ -56,7 +56,7 @@ int rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ctx,
  * (1.1754944e-38) to FLT_MAX (3.4028235e38).  Otherwise RFS_E_SPEC with
  * @err (may be NULL) saying "scale S is ..." and why.
  */
-int rfs_spec_scale_check(double scale, struct rfs_err *err);
+enum rfs_code rfs_spec_scale_check(double scale, struct rfs_err *err);
 
 /**
  * Reads a scale from the whole of @text (a number as strtod reads it, with
@@ -65,13 +65,13 @@ int rfs_spec_scale_check(double scale, struct rfs_err *err);
  * stores it in *@out; otherwise returns RFS_E_SPEC, leaves *@out alone and
  * @err says "'TEXT' is ..." (the caller puts the option's name before it).
  */
-int rfs_spec_scale_parse(const char *text, double *out, struct rfs_err *err);
+enum rfs_code rfs_spec_scale_parse(const char *text, double *out, struct rfs_err *err);
 
 /**
  * Appends a term (for the long-flag form).  RFS_E_SPEC when full or when
  * @scale fails rfs_spec_scale_check; @s is unchanged on failure.
  */
-int rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err);
+enum rfs_code rfs_spec_add(struct rfs_spec *s, const char *path, double scale, struct rfs_err *err);
 
 /** Frees the paths; accepts NULL; the spec is empty after. */
 void rfs_spec_release(struct rfs_spec *s);

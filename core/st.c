@@ -458,8 +458,8 @@ out:
 	return ret;
 }
 
-int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
-		 uint64_t file_size, struct rfs_st_file *f, struct rfs_err *err)
+enum rfs_code rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
+			   uint64_t file_size, struct rfs_st_file *f, struct rfs_err *err)
 {
 	int ret;
 
@@ -498,7 +498,7 @@ int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 	return ret;
 }
 
-int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
+enum rfs_code rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -514,8 +514,8 @@ int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err)
 	return rfs_st_open_fd(fd, &st, path, out, err);
 }
 
-int rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
-		   struct rfs_err *err)
+enum rfs_code rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
+			     struct rfs_err *err)
 {
 	struct rfs_st_file *f = NULL;
 	unsigned char lenb[8];

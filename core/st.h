@@ -84,22 +84,22 @@ struct rfs_st_file {
  * everything parsed; on failure *@out is untouched and @err names the file
  * and what is wrong.
  */
-int rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err);
+enum rfs_code rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs_err *err);
 
 /**
  * rfs_st_open on a descriptor already open on a regular file (@st its
  * fstat); @path names it.  The file takes @fd over on success; on failure
  * @fd is closed.
  */
-int rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
-		   struct rfs_err *err);
+enum rfs_code rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
+			     struct rfs_err *err);
 
 /**
  * Validates a header held in memory: @hdr (N = @hlen bytes) for a file of
  * @file_size bytes named @name.  Fills @f (fd = -1) on success.
  */
-int rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
-		 uint64_t file_size, struct rfs_st_file *f, struct rfs_err *err);
+enum rfs_code rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
+			   uint64_t file_size, struct rfs_st_file *f, struct rfs_err *err);
 
 /** Closes the fd and frees everything; accepts NULL. */
 void rfs_st_close(struct rfs_st_file *f);

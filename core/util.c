@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
-		size_t *len, struct rfs_err *err)
+enum rfs_code rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
+			  size_t *len, struct rfs_err *err)
 {
 	char *buf;
 
@@ -36,7 +36,7 @@ int rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, cha
 	return 0;
 }
 
-int rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err)
+enum rfs_code rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), ret;
@@ -53,8 +53,8 @@ int rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct 
 	return ret;
 }
 
-int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
-		     size_t *len, struct rfs_err *err)
+enum rfs_code rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
+			       size_t *len, struct rfs_err *err)
 {
 	char path[4096];
 
@@ -115,7 +115,7 @@ static int path_within(const char *path, const char *root)
 	return !strncmp(path, root, n) && (path[n] == '/' || path[n] == 0);
 }
 
-int rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err)
+enum rfs_code rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err)
 {
 	char *slash, *blobs = NULL;
 	struct stat st;
@@ -160,8 +160,8 @@ static int root_contains(const struct rfs_root *r, const char *real)
 	return path_within(real, r->dir) || (r->blobs && path_within(real, r->blobs));
 }
 
-int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
-		  struct stat *st, struct rfs_err *err)
+enum rfs_code rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
+			    struct stat *st, struct rfs_err *err)
 {
 	char path[4096], link[64], real[4096], *res;
 	struct stat pre;

@@ -13,11 +13,11 @@
 #include "err.h"
 
 /** Reads a whole file (at most @max bytes) into a NUL-terminated buffer the caller frees. */
-int rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err);
+enum rfs_code rfs_read_file(const char *path, size_t max, char **out, size_t *len, struct rfs_err *err);
 
 /** Reads a file whose path is DIR/NAME; see rfs_read_file. */
-int rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
-		     size_t *len, struct rfs_err *err);
+enum rfs_code rfs_read_file_at(const char *dir, const char *name, size_t max, char **out,
+			       size_t *len, struct rfs_err *err);
 
 /**
  * Finds the value of the key path @keys[0].@keys[1]... in the JSON @text
@@ -69,7 +69,7 @@ struct rfs_root {
 };
 
 /** Resolves @dir (which must be a directory).  On failure @r is zeroed. */
-int rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err);
+enum rfs_code rfs_root_init(struct rfs_root *r, const char *dir, struct rfs_err *err);
 /** Frees what rfs_root_init stored; accepts a zeroed root. */
 void rfs_root_release(struct rfs_root *r);
 
@@ -80,16 +80,16 @@ void rfs_root_release(struct rfs_root *r);
  * refused without blocking or reading it) and a file that resolves
  * outside @r.  On success *@fd is open (close-on-exec) and *@st its fstat.
  */
-int rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
-		  struct stat *st, struct rfs_err *err);
+enum rfs_code rfs_root_open(const struct rfs_root *r, const char *dir, const char *name, int *fd,
+			    struct stat *st, struct rfs_err *err);
 
 /**
  * Reads the whole regular file open as @fd (at most @max bytes, size from
  * @st) into a NUL-terminated buffer the caller frees; @path names it in
  * messages.  The descriptor stays open.
  */
-int rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
-		size_t *len, struct rfs_err *err);
+enum rfs_code rfs_read_fd(int fd, const struct stat *st, const char *path, size_t max, char **out,
+			  size_t *len, struct rfs_err *err);
 
 /** Formats a shape as Python's list repr: "[128256, 4096]", "[]". */
 void rfs_shape_str(const uint64_t *shape, unsigned ndim, char *buf, size_t len);
