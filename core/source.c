@@ -46,16 +46,100 @@ static int read_json_file(struct rfs_src *s, const char *name, char **out, size_
 	return 0;
 }
 
+/* The deepest nesting accepted: what rfs_json_span (util.c) follows, so
+ * that a key cJSON finds is one the rewrite of config.json finds too. */
+#define JSON_MAX_DEPTH 200
+
+/*
+ * What, in @text, a JSON parser and residfs's span scanner could read
+ * differently, or NULL: a byte below 0x20 outside a string other than
+ * JSON white space (cJSON takes any as white space, the scanner and
+ * Python's json do not), one inside a string (not JSON), nesting deeper
+ * than JSON_MAX_DEPTH.  *@at is where.
+ */
+static const char *unclean(const char *text, size_t len, size_t *at)
+{
+	int in = 0, esc = 0, depth = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)text[i];
+
+		*at = i;
+		if (in) {
+			if (ch < 0x20)
+				return "a control byte inside a string";
+			if (esc)
+				esc = 0;
+			else if (ch == '\\')
+				esc = 1;
+			else if (ch == '"')
+				in = 0;
+			continue;
+		}
+		if (ch == '"')
+			in = 1;
+		else if (ch == '{' || ch == '[') {
+			if (++depth > JSON_MAX_DEPTH)
+				return "nesting deeper than 200";
+		} else if (ch == '}' || ch == ']')
+			depth--;
+		else if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
+			return "a control byte that is not JSON white space";
+	}
+	return NULL;
+}
+
+/* The first key found twice in one object of @v, or NULL. */
+static const char *dup_key(const cJSON *v, struct rfs_err *err, int *nomem)
+{
+	const cJSON *e;
+	const char *d = NULL;
+
+	if (cJSON_IsObject(v)) {
+		struct rfs_strmap seen = { 0 };
+
+		cJSON_ArrayForEach(e, v) {
+			enum rfs_put r = rfs_strmap_put(&seen, e->string, (void *)e);
+
+			if (r == RFS_PUT_NOMEM)
+				*nomem = 1;
+			if (r != RFS_PUT_NEW) {
+				d = e->string;
+				break;
+			}
+		}
+		rfs_strmap_release(&seen);
+		if (d)
+			return d;
+	}
+	if (cJSON_IsObject(v) || cJSON_IsArray(v))
+		cJSON_ArrayForEach(e, v)
+			if ((d = dup_key(e, err, nomem)))
+				return d;
+	return NULL;
+}
+
 /* Parses one JSON document that must fill @text but for white space;
- * NULL with @err set otherwise. */
+ * NULL with @err set otherwise.  Refused besides what is not JSON: what a
+ * loader (Python's json) and residfs could read differently: bytes after
+ * the value, a NUL, control bytes (unclean), a key twice in one object
+ * (cJSON keeps the first, Python the last). */
 static cJSON *parse_whole(const char *text, size_t len, const char *path, struct rfs_err *err)
 {
-	const char *end = NULL;
+	const char *end = NULL, *why, *dup;
 	cJSON *root;
+	size_t at;
+	int nomem = 0;
 
 	if (memchr(text, 0, len)) {
 		rfs_errf(err, RFS_E_FORMAT, "%s: contains a NUL byte at %zu: not a JSON text", path,
 			 (size_t)((const char *)memchr(text, 0, len) - text));
+		return NULL;
+	}
+	if ((why = unclean(text, len, &at))) {
+		rfs_errf(err, RFS_E_FORMAT, "%s: %s at byte %zu: refused (loaders could read it otherwise)",
+			 path, why, at);
 		return NULL;
 	}
 	root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
@@ -74,6 +158,16 @@ static cJSON *parse_whole(const char *text, size_t len, const char *path, struct
 	}
 	if (!cJSON_IsObject(root)) {
 		rfs_errf(err, RFS_E_FORMAT, "%s: not a JSON object", path);
+		cJSON_Delete(root);
+		return NULL;
+	}
+	if ((dup = dup_key(root, err, &nomem)) || nomem) {
+		if (nomem)
+			rfs_errf(err, RFS_E_NOMEM, "out of memory");
+		else
+			rfs_errf(err, RFS_E_FORMAT,
+				 "%s: key \"%s\" appears twice in one object: refused (loaders keep the last, residfs would read the first)",
+				 path, dup);
 		cJSON_Delete(root);
 		return NULL;
 	}

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #define MAX_READINGS 4
+#define SPAN_MEMO 8192 /* answers remembered; past that, asked again */
 
 struct reading {
 	size_t nterms;
@@ -32,8 +33,17 @@ struct search {
 	struct reading found[MAX_READINGS];
 	size_t nfound;
 	size_t nvisits;
-	unsigned char *dead; /* dead[pos]: no reading starts at pos */
+	/* dead[pos] = k + 1: no reading starts at pos using at most
+	 * RFS_SPEC_MAX_TERMS - k more terms (found with k terms already used;
+	 * reached again with k or more, it is skipped); 0: not known */
+	unsigned char *dead;
 	size_t furthest;     /* furthest position a valid prefix reached */
+	/* the isdir answers already given, by span (a stat each otherwise;
+	 * a position is searched again when reached with terms to spare) */
+	struct span_memo {
+		size_t b, e;  /* e == 0: free slot */
+		int isdir;
+	} memo[SPAN_MEMO];
 };
 
 static int default_isdir(const char *path, void *ctx)
@@ -61,13 +71,28 @@ static int strict_isdir(const char *path, void *ctx)
 
 static int span_isdir(struct search *s, size_t b, size_t e)
 {
-	char *p = strndup(s->text + b, e - b);
+	size_t h = ((b * 0x9E3779B97F4A7C15ull) ^ (e * 0xC2B2AE3D27D4EB4Full)) >> 7, i;
+	struct span_memo *m = NULL;
+	char *p;
 	int r;
 
+	for (i = 0; i < 8; i++) { /* a short probe: a full table just asks again */
+		struct span_memo *c = &s->memo[(h + i) % SPAN_MEMO];
+
+		if (c->e == e && c->b == b)
+			return c->isdir;
+		if (!c->e) {
+			m = c;
+			break;
+		}
+	}
+	p = strndup(s->text + b, e - b);
 	if (!p)
 		return 0;
 	r = s->isdir(p, s->ctx);
 	free(p);
+	if (m)
+		*m = (struct span_memo){ b, e, r };
 	return r;
 }
 
@@ -147,7 +172,7 @@ static void dfs(struct search *s, size_t pos, double sign)
 	size_t before = s->nfound;
 
 	if (s->nfound >= MAX_READINGS || s->cur.nterms >= RFS_SPEC_MAX_TERMS ||
-	    s->dead[pos] || ++s->nvisits > 100000)
+	    (s->dead[pos] && s->cur.nterms + 1 >= s->dead[pos]) || ++s->nvisits > 100000)
 		return;
 	for (e = pos + 1; e <= s->len; e++) {
 		size_t k = s->cur.nterms, pb;
@@ -187,8 +212,9 @@ static void dfs(struct search *s, size_t pos, double sign)
 			s->cur.nterms = k;
 		}
 	}
-	if (s->nfound == before)
-		s->dead[pos] = 1;
+	/* nothing from here with this many terms left: nor with fewer */
+	if (s->nfound == before && (!s->dead[pos] || s->cur.nterms + 1 < s->dead[pos]))
+		s->dead[pos] = (unsigned char)(s->cur.nterms + 1);
 }
 
 static void describe(const struct search *s, const struct reading *r, char *buf, size_t len)
@@ -272,6 +298,7 @@ enum rfs_code rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ct
 		s->nvisits = 0;
 		s->furthest = 0;
 		memset(s->dead, 0, s->len + 1);
+		memset(s->memo, 0, sizeof(s->memo)); /* other answers now */
 		dfs(s, 0, 1.0);
 	}
 	if (s->nfound == 0) {

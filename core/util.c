@@ -358,6 +358,65 @@ static int skip_value(struct scan *c, int depth)
 	}
 }
 
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Is the JSON string body @s (@n bytes, escapes undecoded) the ASCII
+ * @key?  Escapes are decoded as a JSON parser would ("vocab\u005fsize"
+ * is vocab_size): the key a loader reads is the one rewritten. */
+static int key_is(const char *s, size_t n, const char *key)
+{
+	size_t i = 0;
+
+	for (; i < n; key++) {
+		unsigned ch = (unsigned char)s[i++];
+
+		if (ch == '\\') {
+			if (i >= n)
+				return 0;
+			ch = (unsigned char)s[i++];
+			switch (ch) {
+			case 'b': ch = '\b'; break;
+			case 'f': ch = '\f'; break;
+			case 'n': ch = '\n'; break;
+			case 'r': ch = '\r'; break;
+			case 't': ch = '\t'; break;
+			case 'u': {
+				int k, v = 0;
+
+				if (i + 4 > n)
+					return 0;
+				for (k = 0; k < 4; k++) {
+					int h = hexval(s[i + k]);
+
+					if (h < 0)
+						return 0;
+					v = v * 16 + h;
+				}
+				i += 4;
+				if (v >= 0x80)
+					return 0; /* the keys looked for are ASCII */
+				ch = (unsigned)v;
+				break;
+			}
+			default: /* '"', '\\', '/' stand for themselves */
+				break;
+			}
+		}
+		if (!*key || (unsigned char)*key != ch)
+			return 0;
+	}
+	return !*key;
+}
+
 int rfs_json_span(const char *text, size_t len, const char *const *keys, size_t nkeys,
 		  size_t *beg, size_t *end)
 {
@@ -386,7 +445,7 @@ int rfs_json_span(const char *text, size_t len, const char *const *keys, size_t 
 			if (c.i >= c.n || c.s[c.i] != ':')
 				return -1;
 			c.i++;
-			if (ke - kb - 2 == klen && !memcmp(c.s + kb + 1, keys[k], klen)) {
+			if (ke - kb - 2 >= klen && key_is(c.s + kb + 1, ke - kb - 2, keys[k])) {
 				found = 1;
 				break;
 			}

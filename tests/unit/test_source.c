@@ -160,6 +160,73 @@ static void test_config_refused(void **state)
 	assert_non_null(strstr(err.msg, "NUL"));
 }
 
+
+/* What a loader and residfs could read differently is refused (fuzz findings). */
+static void test_config_ambiguities(void **state)
+{
+	static const struct { const char *text; size_t len; const char *says; } bad[] = {
+		{ "{\"model_type\":\"llama\",\"vocab_size\":\x05 300}", 0, "control byte" },
+		{ "{\"model_type\":\"ll\x01ama\"}", 0, "inside a string" },
+		{ "{\"model_type\":\"llama\",\"vocab_size\":300,\"vocab_size\":312}", 0, "twice" },
+		{ "{\"model_type\":\"llama\",\"x\":{\"a\":1,\"a\":2}}", 0, "twice" },
+	};
+	struct rfs_src_config c;
+	struct rfs_err err;
+	char deep[1024];
+	size_t i, n = 0, depth;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (config(bad[i].text, &c, &err) != RFS_E_FORMAT || !strstr(err.msg, bad[i].says))
+			fail_msg("'%s' -> '%s', want a format error saying '%s'", bad[i].text, err.msg,
+				 bad[i].says);
+	/* nesting: 200 levels are fine, 201 are not */
+	for (depth = 200; depth <= 201; depth++) {
+		n = (size_t)snprintf(deep, sizeof(deep), "{\"model_type\":\"x\",\"a\":");
+		for (i = 1; i < depth; i++)
+			deep[n++] = '[';
+		for (i = 1; i < depth; i++)
+			deep[n++] = ']';
+		deep[n++] = '}';
+		deep[n] = 0;
+		assert_int_equal(config(deep, &c, &err), depth == 200 ? 0 : RFS_E_FORMAT);
+	}
+	assert_non_null(strstr(err.msg, "nesting"));
+	/* white space of JSON after a value is fine */
+	assert_int_equal(config("{\"model_type\":\"x\",\t\"vocab_size\":\r\n 3}", &c, &err), 0);
+	assert_int_equal(c.vocab_size, 3);
+}
+
+/* The span scanner decodes keys as a JSON parser does: the key a loader
+ * reads is the one rewritten. */
+static void test_json_span_escaped_keys(void **state)
+{
+	static const char text[] = "{\"model_type\":\"llama\",\"vocab\\u005fsize\":300,\"n\\\"q\":1}";
+	static const char *const k1[] = { "vocab_size" };
+	static const char *const k2[] = { "n\"q" };
+	static const char *const k3[] = { "vocab_sizes" };
+	struct rfs_json_patch pt = { k1, 1, "312" };
+	struct rfs_src_config c;
+	struct rfs_err err;
+	size_t b, e, olen;
+	char *out;
+
+	(void)state;
+	assert_int_equal(config(text, &c, &err), 0);
+	assert_int_equal(c.vocab_size, 300);
+	assert_int_equal(rfs_json_span(text, strlen(text), k1, 1, &b, &e), 0);
+	assert_int_equal(e - b, 3);
+	assert_memory_equal(text + b, "300", 3);
+	assert_int_equal(rfs_json_span(text, strlen(text), k2, 1, &b, &e), 0);
+	assert_memory_equal(text + b, "1", 1);
+	assert_int_equal(rfs_json_span(text, strlen(text), k3, 1, &b, &e), -1);
+	out = rfs_json_patch(text, strlen(text), &pt, 1, &olen);
+	assert_non_null(out);
+	assert_int_equal(config(out, &c, &err), 0);
+	assert_int_equal(c.vocab_size, 312);
+	free(out);
+}
+
 /* ---------------------------------------------------------------- index */
 
 static int index_parse(const char *text, struct rfs_src_index *ix, struct rfs_err *err)
@@ -372,6 +439,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_kinds),
 		cmocka_unit_test(test_config_refused),
+		cmocka_unit_test(test_config_ambiguities),
+		cmocka_unit_test(test_json_span_escaped_keys),
 		cmocka_unit_test(test_index_ok),
 		cmocka_unit_test(test_index_refused),
 		cmocka_unit_test(test_root_containment),

@@ -289,6 +289,28 @@ static void test_odd_paths(void **state)
 		 (struct want_term[]){ { "Meta-Llama-3-8B-Instruct", 1 }, { "Meta-Llama-3-8B", -1 } }, 2);
 }
 
+/*
+ * A position found to start no reading when the terms ran out on the way
+ * there must not be skipped when reached again with terms to spare: with
+ * the directories b, b+b and a, "b+b+a+...+a" (fifteen a) has one reading,
+ * b+b and fifteen a (16 terms), which a search that first tried b, b, a...
+ * and hit the 16-term limit once refused (a fuzz finding).
+ */
+static void test_term_limit_memo(void **state)
+{
+	static const char *const dirs[] = { "b", "b+b", "a", NULL };
+	struct want_term want[16] = { { "b+b", 1 } };
+	char spec[64] = "b+b";
+	int i;
+
+	(void)state;
+	for (i = 1; i < 16; i++) {
+		strcat(spec, "+a");
+		want[i] = (struct want_term){ "a", 1 };
+	}
+	parse_ok(spec, dirs, want, 16);
+}
+
 static void test_ambiguous(void **state)
 {
 	static const char *const dirs[] = { "a", "b", "a-b", "c", NULL };
@@ -655,6 +677,7 @@ int main(void)
 		cmocka_unit_test(test_star_in_path),
 		cmocka_unit_test(test_odd_paths),
 		cmocka_unit_test(test_ambiguous),
+		cmocka_unit_test(test_term_limit_memo),
 		cmocka_unit_test(test_no_reading),
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_term_limit),
