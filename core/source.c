@@ -54,8 +54,9 @@ static int read_json_file(struct rfs_src *s, const char *name, char **out, size_
  * What, in @text, a JSON parser and residfs's span scanner could read
  * differently, or NULL: a byte below 0x20 outside a string other than
  * JSON white space (cJSON takes any as white space, the scanner and
- * Python's json do not), one inside a string (not JSON), nesting deeper
- * than JSON_MAX_DEPTH.  *@at is where.
+ * Python's json do not), one inside a string (not JSON), an escaped NUL
+ * (cJSON ends the string there, Python does not), nesting deeper than
+ * JSON_MAX_DEPTH.  *@at is where.
  */
 static const char *unclean(const char *text, size_t len, size_t *at)
 {
@@ -69,6 +70,8 @@ static const char *unclean(const char *text, size_t len, size_t *at)
 		if (in) {
 			if (ch < 0x20)
 				return "a control byte inside a string";
+			if (esc && ch == 'u' && i + 4 < len && !memcmp(text + i + 1, "0000", 4))
+				return "an escaped NUL inside a string (cJSON would cut the string there)";
 			if (esc)
 				esc = 0;
 			else if (ch == '\\')
