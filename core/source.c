@@ -1,6 +1,7 @@
 #include "source.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,17 @@ static const char *unclean(const char *text, size_t len, size_t *at)
 		if (in) {
 			if (ch < 0x20)
 				return "a control byte inside a string";
-			if (esc && ch == 'u' && i + 4 < len && !memcmp(text + i + 1, "0000", 4))
-				return "an escaped NUL inside a string (cJSON would cut the string there)";
+			if (esc && ch == 'u') {
+				/* four hex digits, not 0000: cJSON reads a bad or
+				 * NUL escape as the end of the string, Python not */
+				size_t k;
+
+				for (k = 1; k <= 4; k++)
+					if (i + k >= len || !isxdigit((unsigned char)text[i + k]))
+						return "a \\u escape without four hex digits";
+				if (!memcmp(text + i + 1, "0000", 4))
+					return "an escaped NUL inside a string (cJSON would cut the string there)";
+			}
 			if (esc)
 				esc = 0;
 			else if (ch == '\\')

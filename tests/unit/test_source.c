@@ -170,6 +170,7 @@ static void test_config_ambiguities(void **state)
 		{ "{\"model_type\":\"llama\",\"vocab_size\":300,\"vocab_size\":312}", 0, "twice" },
 		{ "{\"model_type\":\"llama\",\"x\":{\"a\":1,\"a\":2}}", 0, "twice" },
 		{ "{\"model_type\":\"llama\",\"vocab_size\\u0000\":3}", 0, "escaped NUL" },
+		{ "{\"model_type\":\"x\",\"vocab_size\\u00E)c\":3}", 0, "hex digits" },
 	};
 	struct rfs_src_config c;
 	struct rfs_err err;
