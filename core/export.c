@@ -565,16 +565,18 @@ static int source_files(const struct rfs_plan *plan, struct srcfile **out, size_
 	size_t n = 0, i, k;
 
 	for (i = 0; i < plan->nfiles; i++)
-		n += plan->files[i].nident;
+		n += plan->files[i].nsrcs;
 	v = calloc(n ? n : 1, sizeof(*v));
 	if (!v)
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	n = 0;
 	for (i = 0; i < plan->nfiles; i++)
-		for (k = 0; k < plan->files[i].nident; k++) {
-			const struct rfs_ident *id = plan->files[i].idents[k];
+		for (k = 0; k < plan->files[i].nsrcs; k++) {
+			const struct rfs_bsrc *src = plan->files[i].srcs[k];
 
-			v[n++] = (struct srcfile){ .dev = id->dev, .ino = id->ino, .path = id->path };
+			if (rfs_bsrc_fd(src) >= 0) /* a local file: OUTDIR could hold it */
+				v[n++] = (struct srcfile){ .dev = src->id.dev, .ino = src->id.ino,
+							   .path = src->name };
 		}
 	if (n)
 		qsort(v, n, sizeof(*v), by_id);

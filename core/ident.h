@@ -19,6 +19,9 @@
  * paths, and on every open: a file replaced by rename or deleted leaves
  * our descriptor on the old, consistent bytes, so that can wait a moment.
  * Thread-safe: the fields after init are atomics or read-only.
+ *
+ * Readers do not call this directly: a local byte source (bsrc.h) wraps
+ * one identity and its check is the source's ops->check.
  */
 #ifndef RFS_IDENT_H
 #define RFS_IDENT_H

@@ -106,7 +106,7 @@ void rfs_plan_free(struct rfs_plan *p)
 	for (i = 0; i < p->nfiles; i++) {
 		free(p->files[i].name);
 		free(p->files[i].segs);
-		free(p->files[i].idents);
+		free(p->files[i].srcs);
 	}
 	free(p->files);
 	for (i = 0; i < p->ncomp; i++)
@@ -124,9 +124,7 @@ void rfs_plan_free(struct rfs_plan *p)
 	free(p->tinfo);
 	rfs_strmap_release(&p->byname);
 	for (i = 0; i < p->npt; i++) {
-		close(p->pts[i]->fd);
-		rfs_ident_release(&p->pts[i]->ident);
-		free(p->pts[i]->path);
+		rfs_bsrc_close(p->pts[i]->src);
 		free(p->pts[i]);
 	}
 	free(p->pts);

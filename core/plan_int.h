@@ -4,23 +4,24 @@
  * sources and their descriptors, literal buffers, computed tensors,
  * passthrough files, tensor infos, notes); rfs_plan_free releases all of
  * it.  Nothing in it changes after rfs_plan_build returns, except each
- * source file's change verdict (struct rfs_ident, atomics).
+ * source's change verdict (inside its struct rfs_bsrc, atomics).  Source
+ * bytes are reached only through byte sources (bsrc.h): segments and
+ * operands name a source, never a descriptor or a path.
  */
 #ifndef RFS_PLAN_INT_H
 #define RFS_PLAN_INT_H
 
+#include "bsrc.h"
 #include "plan.h"
 #include "strmap.h"
 
 /* One operand of a computed tensor: elements of a source tensor. */
 struct rfs_operand {
-	int fd;
-	uint64_t off;         /* absolute file offset of element 0 */
+	struct rfs_bsrc *src; /* the bytes (owned by its st file or the plan) */
+	uint64_t off;         /* absolute offset in @src of element 0 */
 	enum rfs_kdt dtype;
 	uint64_t numel;       /* elements available; past it they count +0.0 */
 	float scale;
-	const char *file;     /* for messages */
-	struct rfs_ident *ident; /* the file's identity (change detection) */
 };
 
 struct rfs_comp {
@@ -38,10 +39,8 @@ struct rfs_seg {
 	enum rfs_seg_kind kind;
 	uint64_t off, len;    /* place in the virtual file */
 	const char *lit;      /* RFS_SEG_LIT */
-	int fd;               /* RFS_SEG_FILE */
-	uint64_t src_off;     /* RFS_SEG_FILE */
-	const char *src_path; /* RFS_SEG_FILE, for messages */
-	struct rfs_ident *ident; /* RFS_SEG_FILE: the file's identity */
+	struct rfs_bsrc *src; /* RFS_SEG_FILE: the source */
+	uint64_t src_off;     /* RFS_SEG_FILE: offset in @src */
 	struct rfs_comp *comp; /* RFS_SEG_COMP */
 };
 
@@ -53,8 +52,8 @@ struct rfs_vfile {
 	unsigned mode;        /* permission bits: never wider than its sources' */
 	size_t nseg;
 	struct rfs_seg *segs; /* sorted by off, contiguous, covering [0, size) */
-	size_t nident;
-	struct rfs_ident **idents; /* every source file its bytes come from */
+	size_t nsrcs;
+	struct rfs_bsrc **srcs; /* every source its bytes come from */
 };
 
 /* What inspect reports about each output tensor. */
@@ -99,9 +98,7 @@ struct rfs_plan {
 
 /** A source file passed through whole (tokenizer files, other files). */
 struct rfs_pt {
-	int fd;
-	char *path;
-	struct rfs_ident ident;
+	struct rfs_bsrc *src; /* owned */
 };
 
 #endif

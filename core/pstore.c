@@ -105,23 +105,21 @@ void rfs_pb_seg_lit(struct rfs_vfb *v, const char *lit, uint64_t len)
 		s->lit = lit;
 }
 
-void rfs_pb_seg_file(struct rfs_vfb *v, struct rfs_ident *id, uint64_t off, uint64_t len)
+void rfs_pb_seg_file(struct rfs_vfb *v, struct rfs_bsrc *src, uint64_t off, uint64_t len)
 {
 	struct rfs_seg *s = v->n ? &v->segs[v->n - 1] : NULL;
 
 	if (!len)
 		return;
-	if (s && s->kind == RFS_SEG_FILE && s->ident == id && s->src_off + s->len == off) {
+	if (s && s->kind == RFS_SEG_FILE && s->src == src && s->src_off + s->len == off) {
 		s->len += len; /* contiguous passthrough: one segment */
 		v->size += len;
 		return;
 	}
 	s = seg_new(v, RFS_SEG_FILE, len);
 	if (s) {
-		s->fd = id->fd;
+		s->src = src;
 		s->src_off = off;
-		s->src_path = id->path;
-		s->ident = id;
 	}
 }
 
@@ -142,19 +140,19 @@ int rfs_pb_has_vfile(struct rfs_build *b, const char *name)
 }
 
 /* Adds @id to the list of @f's source files unless it is there. */
-static int vfile_add_ident(struct rfs_vfile *f, size_t *cap, struct rfs_ident *id)
+static int vfile_add_src(struct rfs_vfile *f, size_t *cap, struct rfs_bsrc *src)
 {
-	struct rfs_ident **n;
+	struct rfs_bsrc **n;
 	size_t i;
 
-	for (i = 0; i < f->nident; i++)
-		if (f->idents[i] == id)
+	for (i = 0; i < f->nsrcs; i++)
+		if (f->srcs[i] == src)
 			return 0;
-	n = rfs_pb_grow(f->idents, cap, f->nident + 1, sizeof(*f->idents));
+	n = rfs_pb_grow(f->srcs, cap, f->nsrcs + 1, sizeof(*f->srcs));
 	if (!n)
 		return -1;
-	f->idents = n;
-	f->idents[f->nident++] = id;
+	f->srcs = n;
+	f->srcs[f->nsrcs++] = src;
 	return 0;
 }
 
@@ -168,15 +166,15 @@ static int vfile_sources(struct rfs_vfile *f, const struct rfs_vfb *v)
 	for (i = 0; i < f->nseg; i++) {
 		const struct rfs_seg *s = &f->segs[i];
 
-		if (s->kind == RFS_SEG_FILE && vfile_add_ident(f, &cap, s->ident))
+		if (s->kind == RFS_SEG_FILE && vfile_add_src(f, &cap, s->src))
 			return -1;
 		if (s->kind == RFS_SEG_COMP)
 			for (k = 0; k < s->comp->nops; k++)
-				if (vfile_add_ident(f, &cap, s->comp->ops[k].ident))
+				if (vfile_add_src(f, &cap, s->comp->ops[k].src))
 					return -1;
 	}
-	for (i = 0; i < f->nident; i++)
-		mode &= f->idents[i]->mode;
+	for (i = 0; i < f->nsrcs; i++)
+		mode &= f->srcs[i]->mode;
 	f->mode = mode & 0666;
 	return 0;
 }
@@ -238,37 +236,30 @@ int rfs_pb_add_lit(struct rfs_build *b, const char *name, char *data, size_t len
 }
 
 /* Opens @name of the term @s for passing through: contained in the term's
- * directory and a regular file (rfs_root_open).  The plan keeps it. */
+ * directory and a regular file (rfs_bsrc_local_open).  The plan keeps it. */
 static int open_passthrough(struct rfs_build *b, const struct rfs_src *s, const char *name,
 			    struct rfs_pt **out)
 {
 	struct rfs_plan *p = b->p;
 	struct rfs_pt *pt, **n;
-	struct stat st;
-	int fd, ret;
+	struct rfs_bsrc *src;
+	int ret;
 
-	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, b->err);
+	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, b->err);
 	if (ret)
 		return ret;
 	pt = calloc(1, sizeof(*pt));
 	n = pt ? realloc(p->pts, (p->npt + 1) * sizeof(*n)) : NULL;
 	if (!n) {
 		free(pt);
-		close(fd);
+		rfs_bsrc_close(src);
 		return rfs_pb_nomem(b);
 	}
 	p->pts = n;
 	p->pts[p->npt++] = pt;
-	pt->fd = fd;
-	if (asprintf(&pt->path, "%s/%s", s->dir, name) < 0) {
-		pt->path = NULL;
-		return rfs_pb_nomem(b);
-	}
-	rfs_ident_init(&pt->ident, pt->path, fd, &st);
-	if (rfs_ident_locate(&pt->ident, s->root.dir, name))
-		return rfs_pb_nomem(b);
-	if (rfs_ts_ns(&st.st_mtim) > p->mtime_ns)
-		p->mtime_ns = rfs_ts_ns(&st.st_mtim);
+	pt->src = src;
+	if (src->mtime_ns > p->mtime_ns)
+		p->mtime_ns = src->mtime_ns;
 	*out = pt;
 	return 0;
 }
@@ -282,7 +273,7 @@ int rfs_pb_add_passthrough(struct rfs_build *b, const struct rfs_src *s, const c
 
 	if (ret)
 		return ret;
-	rfs_pb_seg_file(&v, &pt->ident, 0, pt->ident.size);
+	rfs_pb_seg_file(&v, pt->src, 0, pt->src->size);
 	return rfs_pb_add_vfile(b, name, &v);
 }
 
@@ -314,14 +305,11 @@ void rfs_pb_comp_add(struct rfs_comp *c, const struct rfs_src_tensor *t, float s
 {
 	struct rfs_operand *o = &c->ops[c->nops++];
 
-	o->fd = t->file->fd;
+	o->src = t->file->src;
 	o->off = t->file->data_off + t->t->begin;
 	o->dtype = (enum rfs_kdt)rfs_dtype_kdt(t->t->dtype);
 	o->numel = t->t->numel;
 	o->scale = scale;
-	o->file = t->file->path;
-	/* the identity is the one mutable part of a source: its verdict */
-	o->ident = (struct rfs_ident *)&t->file->ident;
 }
 
 /* Tensor infos are allocated once (see rfs_plan_build) so pointers to them stay valid. */
@@ -402,7 +390,7 @@ int rfs_pb_emit_st(struct rfs_build *b, const char *name, struct rfs_pb_out *o, 
 		if (o[i].comp)
 			rfs_pb_seg_comp(&v, o[i].comp, o[i].bytes);
 		else
-			rfs_pb_seg_file(&v, (struct rfs_ident *)&o[i].src->file->ident,
+			rfs_pb_seg_file(&v, o[i].src->file->src,
 				 o[i].src->file->data_off + o[i].src->t->begin, o[i].bytes);
 	}
 	return rfs_pb_add_vfile(b, name, &v);

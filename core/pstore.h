@@ -58,8 +58,8 @@ int rfs_pb_note(struct rfs_build *b, const char *fmt, ...) __attribute__((format
 void rfs_vfb_mode(struct rfs_vfb *v, unsigned mode);
 /** Appends literal bytes (kept by the plan) to @v. */
 void rfs_pb_seg_lit(struct rfs_vfb *v, const char *lit, uint64_t len);
-/** Appends bytes [@off, @off + @len) of the source file @id (merged with a contiguous previous one). */
-void rfs_pb_seg_file(struct rfs_vfb *v, struct rfs_ident *id, uint64_t off, uint64_t len);
+/** Appends bytes [@off, @off + @len) of the byte source @src (merged with a contiguous previous one). */
+void rfs_pb_seg_file(struct rfs_vfb *v, struct rfs_bsrc *src, uint64_t off, uint64_t len);
 /** Appends the computed tensor @c, @len bytes. */
 void rfs_pb_seg_comp(struct rfs_vfb *v, struct rfs_comp *c, uint64_t len);
 
@@ -73,7 +73,7 @@ int rfs_pb_has_vfile(struct rfs_build *b, const char *name);
 int rfs_pb_add_vfile(struct rfs_build *b, const char *name, struct rfs_vfb *v);
 /** A file of literal bytes @data (taken over) with permission bits @mode. */
 int rfs_pb_add_lit(struct rfs_build *b, const char *name, char *data, size_t len, unsigned mode);
-/** The file @name of the term @s shown as it is (contained, regular: rfs_root_open). */
+/** The file @name of the term @s shown as it is (contained, regular: rfs_bsrc_local_open). */
 int rfs_pb_add_passthrough(struct rfs_build *b, const struct rfs_src *s, const char *name);
 
 /** A computed tensor with room for @nops operands; NULL on ENOMEM. */

@@ -1,12 +1,14 @@
 /*
  * Reading a plan (read.h): literal and passthrough segments, and computed
  * tensors (operand windows mapped per request under the SIGBUS guard of
- * busguard.c, or read with pread; the arithmetic on the reader's backend,
+ * busguard.c where the source can map, or read with its pread; the
+ * arithmetic on the reader's backend,
  * kernels/backend.c), through the reader's block cache when it has one:
  * this file tells the cache what a block is and which blocks follow it.
  * Everything here is thread-safe: the plan is immutable, the backend and
  * the cache come with each call (struct rfs_reader) and scratch buffers
- * are per thread.
+ * are per thread.  Source bytes are reached only through byte sources
+ * (bsrc.h): where they come from is no concern of this file.
  */
 #include "read.h"
 #include "plan_int.h"
@@ -25,20 +27,6 @@
 #include "cache.h"
 #include "tunables.h"
 #include "util.h"
-
-/* rfs_pread_all with the message a reader needs. */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *path,
-		      struct rfs_err *err)
-{
-	if (!rfs_pread_all(fd, buf, len, off))
-		return 0;
-	if (errno == EIO)
-		return rfs_errf(err, RFS_E_IO,
-				"%s: the file ends before %llu: it was truncated or replaced after it was checked",
-				path, (unsigned long long)(off + len));
-	return rfs_errsys(err, "%s: read of %zu bytes at %llu failed", path, len,
-			  (unsigned long long)off);
-}
 
 #define COMP_CHUNK RFS_TUNE_COMP_CHUNK /* elements computed per step */
 
@@ -148,7 +136,7 @@ static char *scratch_buf(struct scratch *s, unsigned i)
 #define STAGE_SLOTS RFS_TUNE_STAGE_SLOTS
 
 struct staged {
-	int fd;
+	struct rfs_bsrc *src;
 	uint64_t off;
 	size_t len;
 	char *data;
@@ -175,20 +163,21 @@ struct batch {
 };
 
 /*
- * Bytes [off, off + len) of @fd from a staged chunk, reading one when no
+ * Bytes [off, off + len) of @src from a staged chunk, reading one when no
  * chunk holds them; NULL when the batch has no room left or the read fails
- * or comes up short (the caller maps the range instead, whose path reports
- * errors and a truncated source properly).
+ * (the caller maps the range instead, or computes with pread, whose paths
+ * report errors and a truncated source properly).
  */
-static const char *stage_range(struct batch *b, int fd, uint64_t off, size_t len)
+static const char *stage_range(struct batch *b, struct rfs_bsrc *src, uint64_t off, size_t len)
 {
+	struct rfs_err e = { 0 };
 	struct staged *c;
-	size_t want = STAGE_CHUNK, got = 0;
+	size_t want = STAGE_CHUNK, got;
 	unsigned i;
 
 	for (i = 0; i < b->nstaged; i++) {
 		c = &b->staged[i];
-		if (c->fd == fd && off >= c->off && off + len <= c->off + c->len)
+		if (c->src == src && off >= c->off && off + len <= c->off + c->len)
 			return c->data + (off - c->off);
 	}
 	if (b->nstaged == STAGE_SLOTS || b->staged_bytes + want > STAGE_BYTES)
@@ -197,18 +186,11 @@ static const char *stage_range(struct batch *b, int fd, uint64_t off, size_t len
 		return NULL;
 	c = &b->staged[b->nstaged];
 	c->data = b->stage + b->staged_bytes;
-	while (got < want) { /* short only at the end of the file */
-		ssize_t r = pread(fd, c->data + got, want - got, (off_t)(off + got));
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	if (got < len)
+	/* the chunk, or up to the end of the source */
+	got = off >= src->size ? 0 : src->size - off < want ? (size_t)(src->size - off) : want;
+	if (got < len || rfs_bsrc_pread(src, c->data, got, off, &e))
 		return NULL;
-	c->fd = fd;
+	c->src = src;
 	c->off = off;
 	c->len = got;
 	b->nstaged++;
@@ -280,10 +262,11 @@ static void add_edge(struct batch *b, const struct rfs_comp *c, const char *cons
 static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint64_t a,
 		     uint64_t len)
 {
-	size_t osz = rfs_kdt_size(c->out_dtype), page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz;
 	uint64_t first = (a + osz - 1) / osz, last = (a + len) / osz;
 	struct rfs_busguard_win *win = b->win + b->nwin;
+	struct rfs_err e = { 0 };
 	const char *base[RFS_SPEC_MAX_TERMS];
 	uint64_t have[RFS_SPEC_MAX_TERMS];
 	unsigned k;
@@ -292,7 +275,7 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
 	for (k = 0; k < c->nops; k++) {
 		const struct rfs_operand *o = &c->ops[k];
 		size_t isz = rfs_kdt_size(o->dtype);
-		uint64_t off, pa;
+		uint64_t off;
 
 		have[k] = o->numel > e0 ? (o->numel < e1 ? o->numel : e1) - e0 : 0;
 		base[k] = NULL;
@@ -300,19 +283,19 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
 			continue;
 		off = o->off + e0 * isz;
 		if (have[k] * isz < STAGE_SMALL &&
-		    (base[k] = stage_range(b, o->fd, off, (size_t)(have[k] * isz))))
+		    (base[k] = stage_range(b, o->src, off, (size_t)(have[k] * isz))))
 			continue;
-		pa = off & ~(uint64_t)(page - 1);
-		win[k].maplen = (size_t)(off - pa + have[k] * isz);
-		win[k].map = mmap(NULL, win[k].maplen, PROT_READ, MAP_SHARED, o->fd, (off_t)pa);
-		if (win[k].map == MAP_FAILED) {
+		/* a source that cannot map (a remote one): compute with pread */
+		if (!o->src->ops->map ||
+		    o->src->ops->map(o->src, off, (size_t)(have[k] * isz), &win[k].map,
+				     &win[k].maplen, &base[k], &e)) {
 			win[k].map = NULL;
 			while (k--)
 				if (win[k].map)
-					munmap(win[k].map, win[k].maplen);
+					c->ops[k].src->ops->unmap(c->ops[k].src, win[k].map,
+								 win[k].maplen);
 			return 1;
 		}
-		base[k] = win[k].map + (off - pa);
 	}
 	b->comp[b->ncomp] = c;
 	b->win0[b->ncomp++] = b->nwin;
@@ -358,15 +341,20 @@ static int batch_run(struct batch *b, struct rfs_backend *be, struct rfs_err *er
 				    (char *)bus_addr < w->map + w->maplen)
 					ret = rfs_errf(err, RFS_E_IO,
 						       "tensor '%s': %s ended early: it was truncated or replaced after it was checked",
-						       b->comp[i]->name, b->comp[i]->ops[k].file);
+						       b->comp[i]->name, b->comp[i]->ops[k].src->name);
 			}
 	} else {
 		for (i = 0; i < b->nedge; i++)
 			memcpy(b->edge[i].dst, b->edge[i].tmp + b->edge[i].skip, b->edge[i].len);
 	}
-	for (i = 0; i < b->nwin; i++)
-		if (b->win[i].map)
-			munmap(b->win[i].map, b->win[i].maplen);
+	for (i = 0; i < b->ncomp; i++)
+		for (k = 0; k < b->comp[i]->nops; k++) {
+			struct rfs_busguard_win *w = &b->win[b->win0[i] + k];
+			struct rfs_bsrc *src = b->comp[i]->ops[k].src;
+
+			if (w->map)
+				src->ops->unmap(src, w->map, w->maplen);
+		}
 	b->ncomp = b->njobs = b->nwin = b->nedge = 0;
 	b->nstaged = 0;
 	b->staged_bytes = 0;
@@ -427,7 +415,7 @@ enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a,
 			size_t have = o->numel > pos ? (size_t)(o->numel - pos < n ? o->numel - pos : n) : 0;
 
 			if (have) {
-				ret = pread_full(o->fd, in[k], have * isz, o->off + pos * isz, o->file, err);
+				ret = rfs_bsrc_pread(o->src, in[k], have * isz, o->off + pos * isz, err);
 				if (ret)
 					return ret;
 			}
@@ -597,17 +585,17 @@ static enum whole cache_take_whole(struct rfs_cache *c, const struct rfs_seg *s,
 
 /* ---- reading a file ------------------------------------------------------ */
 
-enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_bsrc **which,
 			      struct rfs_err *err)
 {
 	size_t i;
 
-	for (i = 0; i < vf->nident; i++) {
-		int ret = rfs_ident_check(vf->idents[i], force, err);
+	for (i = 0; i < vf->nsrcs; i++) {
+		int ret = rfs_bsrc_check(vf->srcs[i], force, err);
 
 		if (ret) {
 			if (which)
-				*which = vf->idents[i];
+				*which = vf->srcs[i];
 			return ret;
 		}
 	}
@@ -679,7 +667,7 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 			memcpy(dst + done, s->lit + in, n);
 			break;
 		case RFS_SEG_FILE:
-			ret = pread_full(s->fd, dst + done, n, s->src_off + in, s->src_path, err);
+			ret = rfs_bsrc_pread(s->src, dst + done, n, s->src_off + in, err);
 			break;
 		case RFS_SEG_COMP:
 			w = cache && b ? cache_take_whole(cache, s, dst + done, in, n) : WHOLE_PARTIAL;

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "bsrc.h"
 #include "err.h"
 #include "ident.h"
 #include "plan.h"
@@ -48,12 +49,12 @@ struct rfs_reader {
 };
 
 /**
- * Checks that no source file of @vf changed since the plan was built
- * (rfs_ident_check on each; @force: stat now rather than at most once per
- * RFS_IDENT_RECHECK_NS).  RFS_E_CHANGED names the file; *@which, when
- * non-NULL, is set to its identity.
+ * Checks that no byte source of @vf changed since the plan was built
+ * (its ops->check on each; @force: check now rather than trust a verdict
+ * younger than RFS_IDENT_RECHECK_NS).  RFS_E_CHANGED names the source;
+ * *@which, when non-NULL, is set to it.
  */
-enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_ident **which,
+enum rfs_code rfs_vfile_check(const struct rfs_vfile *vf, int force, struct rfs_bsrc **which,
 			      struct rfs_err *err);
 
 /**

@@ -18,33 +18,24 @@ const char *rfs_src_kind_name(enum rfs_src_kind k)
 	return k == RFS_SRC_RESIDUALS ? "residuals" : "model";
 }
 
-static void note_mtime(struct rfs_src *s, const struct stat *st)
-{
-	int64_t t = rfs_ts_ns(&st->st_mtim);
-
-	if (t > s->mtime_ns)
-		s->mtime_ns = t;
-}
-
-/* Reads the term's file @name (contained, regular: rfs_root_open) whole. */
+/* Reads the term's file @name (contained, regular: rfs_bsrc_local_open) whole. */
 static int read_json_file(struct rfs_src *s, const char *name, char **out, size_t *len,
 			  unsigned *mode, struct rfs_err *err)
 {
-	struct stat st;
-	char path[4096];
-	int fd, ret;
+	struct rfs_bsrc *src;
+	int ret;
 
-	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, err);
+	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, err);
 	if (ret)
 		return ret;
-	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
-	ret = rfs_read_fd(fd, &st, path, MAX_JSON_FILE, out, len, err);
-	close(fd);
-	if (ret)
-		return ret;
-	note_mtime(s, &st);
-	*mode = st.st_mode & 07777;
-	return 0;
+	ret = rfs_bsrc_read_all(src, MAX_JSON_FILE, out, len, err);
+	if (!ret) {
+		if (src->mtime_ns > s->mtime_ns)
+			s->mtime_ns = src->mtime_ns;
+		*mode = src->mode;
+	}
+	rfs_bsrc_close(src);
+	return ret;
 }
 
 /* The deepest nesting accepted: what rfs_json_span (util.c) follows, so
@@ -337,24 +328,19 @@ static int read_config(struct rfs_src *s, struct rfs_err *err)
 
 static int add_file(struct rfs_src *s, const char *name, struct rfs_err *err)
 {
-	char path[4096];
 	struct rfs_st_file *f;
-	struct stat st;
-	int fd, ret;
+	struct rfs_bsrc *src;
+	int ret;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", s->dir, name) >= sizeof(path))
+	if (strlen(s->dir) + 1 + strlen(name) >= 4096)
 		return rfs_errf(err, RFS_E_RANGE, "%s/%s: path too long", s->dir, name);
-	ret = rfs_root_open(&s->root, s->dir, name, &fd, &st, err);
+	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, err);
 	if (ret)
 		return ret;
-	ret = rfs_st_open_fd(fd, &st, path, &f, err);
+	ret = rfs_st_open_src(src, &f, err);
 	if (ret)
 		return ret;
 	s->files[s->nfiles] = f;
-	if (rfs_ident_locate(&f->ident, s->root.dir, name)) {
-		s->nfiles++;
-		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
-	}
 	s->file_names[s->nfiles] = strdup(name);
 	s->nfiles++;
 	if (!s->file_names[s->nfiles - 1])

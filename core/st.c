@@ -517,31 +517,39 @@ enum rfs_code rfs_st_open(const char *path, struct rfs_st_file **out, struct rfs
 enum rfs_code rfs_st_open_fd(int fd, const struct stat *st, const char *path, struct rfs_st_file **out,
 			     struct rfs_err *err)
 {
+	struct rfs_bsrc *src;
+	int ret;
+
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
+	}
+	ret = rfs_bsrc_local_fd(fd, st, path, &src, err);
+	return ret ? ret : rfs_st_open_src(src, out, err);
+}
+
+enum rfs_code rfs_st_open_src(struct rfs_bsrc *src, struct rfs_st_file **out, struct rfs_err *err)
+{
+	const char *path = src->name;
 	struct rfs_st_file *f = NULL;
 	unsigned char lenb[8];
 	uint64_t hlen = 0;
 	char *hdr = NULL;
 	int i, ret;
 
-	if (!S_ISREG(st->st_mode)) {
-		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a regular file", path);
-		goto fail;
-	}
-	if (st->st_size < 8) {
+	if (src->size < 8) {
 		ret = rfs_errf(err, RFS_E_FORMAT, "%s: file of %lld bytes is too short for a safetensors header",
-			       path, (long long)st->st_size);
+			       path, (long long)src->size);
 		goto fail;
 	}
-	if (rfs_pread_all(fd, lenb, 8, 0)) {
-		ret = rfs_errsys(err, "%s: cannot read header length", path);
+	if ((ret = rfs_bsrc_pread(src, lenb, 8, 0, err)))
 		goto fail;
-	}
 	for (i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | lenb[i];
-	if (hlen > RFS_ST_MAX_HEADER || hlen > (uint64_t)st->st_size - 8) {
+	if (hlen > RFS_ST_MAX_HEADER || hlen > src->size - 8) {
 		struct rfs_st_file tmp;
 
-		ret = rfs_st_parse(path, "", hlen, (uint64_t)st->st_size, &tmp, err);
+		ret = rfs_st_parse(path, "", hlen, src->size, &tmp, err);
 		goto fail;
 	}
 	hdr = malloc(hlen ? hlen : 1);
@@ -550,26 +558,24 @@ enum rfs_code rfs_st_open_fd(int fd, const struct stat *st, const char *path, st
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		goto fail;
 	}
-	if (rfs_pread_all(fd, hdr, hlen, 8)) {
-		ret = rfs_errsys(err, "%s: cannot read header", path);
+	if ((ret = rfs_bsrc_pread(src, hdr, hlen, 8, err)))
 		goto fail;
-	}
-	ret = rfs_st_parse(path, hdr, hlen, (uint64_t)st->st_size, f, err);
+	ret = rfs_st_parse(path, hdr, hlen, src->size, f, err);
 	if (ret)
 		goto fail;
 	free(hdr);
-	f->fd = fd;
-	f->mtime_ns = rfs_ts_ns(&st->st_mtim);
-	f->dev = st->st_dev;
-	f->ino = st->st_ino;
-	f->mode = st->st_mode & 07777;
-	rfs_ident_init(&f->ident, f->path, fd, st);
+	f->src = src;
+	f->fd = rfs_bsrc_fd(src);
+	f->mtime_ns = src->mtime_ns;
+	f->dev = src->id.dev;
+	f->ino = src->id.ino;
+	f->mode = src->mode;
 	*out = f;
 	return 0;
 fail:
 	free(hdr);
 	free(f);
-	close(fd);
+	rfs_bsrc_close(src);
 	return ret;
 }
 
@@ -600,9 +606,7 @@ void rfs_st_close(struct rfs_st_file *f)
 {
 	if (!f)
 		return;
-	if (f->fd >= 0)
-		close(f->fd);
-	rfs_ident_release(&f->ident);
+	rfs_bsrc_close(f->src);
 	rfs_st_release(f);
 	free(f);
 }

@@ -19,7 +19,7 @@
 #include <sys/types.h>
 
 #include "err.h"
-#include "ident.h"
+#include "bsrc.h"
 
 #define RFS_ST_MAX_HEADER 100000000ull
 #define RFS_ST_MAX_DIMS 16
@@ -63,7 +63,8 @@ struct rfs_st_meta {
 
 struct rfs_st_file {
 	char *path;       /* as given, for messages */
-	int fd;           /* -1 when parsed from memory */
+	struct rfs_bsrc *src; /* the bytes, owned; NULL when parsed from memory */
+	int fd;           /* a local source's descriptor (rfs_bsrc_fd), else -1 */
 	uint64_t size;    /* whole file */
 	uint64_t hlen;    /* N */
 	uint64_t data_off; /* 8 + N */
@@ -76,11 +77,18 @@ struct rfs_st_file {
 	int64_t mtime_ns;
 	uint64_t dev, ino;
 	unsigned mode;    /* permission bits of the file */
-	struct rfs_ident ident; /* when opened: identity for change detection */
 };
 
 /**
- * Opens and validates @path.  On success *@out owns an open fd and
+ * Reads the header of the byte source @src (its pread alone) and
+ * validates it.  The file takes @src over, also on failure (closed then);
+ * @err names the source and what is wrong.
+ */
+enum rfs_code rfs_st_open_src(struct rfs_bsrc *src, struct rfs_st_file **out, struct rfs_err *err);
+
+/**
+ * Opens and validates @path (a local source: rfs_st_open_src).  On
+ * success *@out owns an open fd and
  * everything parsed; on failure *@out is untouched and @err names the file
  * and what is wrong.
  */
@@ -101,7 +109,7 @@ enum rfs_code rfs_st_open_fd(int fd, const struct stat *st, const char *path, st
 enum rfs_code rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 			   uint64_t file_size, struct rfs_st_file *f, struct rfs_err *err);
 
-/** Closes the fd and frees everything; accepts NULL. */
+/** Closes the source and frees everything; accepts NULL. */
 void rfs_st_close(struct rfs_st_file *f);
 /** Frees what rfs_st_parse filled (not @f itself). */
 void rfs_st_release(struct rfs_st_file *f);

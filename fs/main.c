@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/bsrc.h"
 #include "core/cache.h"
 #include "kernels/backend.h"
 #include "core/demo.h"
@@ -705,8 +706,8 @@ static int same_tensors(const char *mnt_file, const struct rfs_src *inst, size_t
 			goto out;
 		}
 		want = malloc(t->end - t->begin + 1);
-		if (!want || rfs_pread_all(it->file->fd, want, t->end - t->begin,
-					   it->file->data_off + it->t->begin)) {
+		if (!want || rfs_bsrc_pread(it->file->src, want, t->end - t->begin,
+					    it->file->data_off + it->t->begin, NULL)) {
 			free(want);
 			snprintf(why, whylen, "cannot read the instruct tensor '%s'", t->name);
 			goto out;

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/bsrc.h"
 #include "core/busguard.h"
 #include "core/cache.h"
 #include "core/read.h"
@@ -140,9 +141,9 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 /* Logs @msg about @vf: read errors a few times in all, a changed source
  * once for each source file (@id), whatever came before. */
 static void log_error(struct mnt *m, const struct rfs_vfile *vf, const char *what,
-		      long long off, const struct rfs_err *err, struct rfs_ident *id)
+		      long long off, const struct rfs_err *err, struct rfs_bsrc *id)
 {
-	if (id ? !rfs_ident_first_report(id)
+	if (id ? !rfs_bsrc_first_report(id)
 	       : __atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) >= 20)
 		return;
 	if (off >= 0) {
@@ -159,9 +160,9 @@ static void log_error(struct mnt *m, const struct rfs_vfile *vf, const char *wha
 }
 
 /* The source file of @vf that changed, if the error says one did. */
-static struct rfs_ident *changed_source(const struct rfs_vfile *vf, const struct rfs_err *err)
+static struct rfs_bsrc *changed_source(const struct rfs_vfile *vf, const struct rfs_err *err)
 {
-	struct rfs_ident *id = NULL;
+	struct rfs_bsrc *id = NULL;
 	struct rfs_err e = { 0 };
 
 	if (err->code != RFS_E_CHANGED)
@@ -175,7 +176,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	struct mnt *m = ctx();
 	const struct rfs_vfile *vf = lookup(m, path);
 	struct rfs_err err = { 0 };
-	struct rfs_ident *id = NULL;
+	struct rfs_bsrc *id = NULL;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EROFS;

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/busguard.h"
@@ -37,6 +38,7 @@
 
 static char path_a[64], path_b[64], path_t[64];
 static int fd_a = -1, fd_b = -1, fd_t = -1;
+static struct rfs_bsrc *src_a, *src_b, *src_t; /* byte sources over them (own the fds) */
 static float *A, *B;              /* operands: A base, B delta */
 static unsigned char *expect;     /* the whole virtual file */
 static size_t size;
@@ -58,6 +60,16 @@ static int tmpfile_with(char *path, const void *data, size_t len)
 	return fd;
 }
 
+static int local_src(int fd, const char *path, struct rfs_bsrc **out)
+{
+	struct rfs_err err = { 0 };
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -1;
+	return rfs_bsrc_local_fd(fd, &st, path, out, &err);
+}
+
 static struct rfs_comp *comp(const char *name, uint64_t numel, uint64_t a_el, uint64_t b_off,
 			     uint64_t b_numel, float scale)
 {
@@ -67,8 +79,8 @@ static struct rfs_comp *comp(const char *name, uint64_t numel, uint64_t a_el, ui
 	c->out_dtype = RFS_KDT_F32;
 	c->numel = numel;
 	c->nops = 2;
-	c->ops[0] = (struct rfs_operand){ fd_a, a_el * 4, RFS_KDT_F32, numel, 1.0f, path_a, NULL };
-	c->ops[1] = (struct rfs_operand){ fd_b, b_off * 4, RFS_KDT_F32, b_numel, scale, path_b, NULL };
+	c->ops[0] = (struct rfs_operand){ src_a, a_el * 4, RFS_KDT_F32, numel, 1.0f };
+	c->ops[1] = (struct rfs_operand){ src_b, b_off * 4, RFS_KDT_F32, b_numel, scale };
 	return c;
 }
 
@@ -90,6 +102,9 @@ static int setup(void **state)
 	fd_b = tmpfile_with(path_b, B, (N1 + D2) * sizeof(float));
 	fd_t = tmpfile_with(path_t, text, sizeof(text));
 	if (fd_a < 0 || fd_b < 0 || fd_t < 0)
+		return -1;
+	if (local_src(fd_a, path_a, &src_a) || local_src(fd_b, path_b, &src_b) ||
+	    local_src(fd_t, path_t, &src_t))
 		return -1;
 	c1 = comp("t1", N1, 0, 0, N1, 1.0f);
 	c2 = comp("t2", N2, N1, N1, D2, 0.5f);
@@ -115,8 +130,8 @@ static int setup(void **state)
 	pos = 0;
 	segs[0] = (struct rfs_seg){ .kind = RFS_SEG_LIT, .off = 0, .len = sizeof(head) - 1, .lit = head };
 	pos += segs[0].len;
-	segs[1] = (struct rfs_seg){ .kind = RFS_SEG_FILE, .off = pos, .len = 40, .fd = fd_t,
-				    .src_off = 5, .src_path = path_t };
+	segs[1] = (struct rfs_seg){ .kind = RFS_SEG_FILE, .off = pos, .len = 40, .src = src_t,
+				    .src_off = 5 };
 	pos += 40;
 	segs[2] = (struct rfs_seg){ .kind = RFS_SEG_COMP, .off = pos, .len = N1 * 4, .comp = c1 };
 	pos += N1 * 4;
@@ -135,9 +150,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	close(fd_a);
-	close(fd_b);
-	close(fd_t);
+	rfs_bsrc_close(src_a);
+	rfs_bsrc_close(src_b);
+	rfs_bsrc_close(src_t);
 	unlink(path_a);
 	unlink(path_b);
 	unlink(path_t);
