@@ -4,8 +4,11 @@
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
+# clang and libclang-rt-14-dev (libFuzzer and clang's sanitizer runtimes, only
+# recommended by clang): the fuzz targets (tests/fuzz); gcc's ASan/UBSan/TSan
+# runtimes come with gcc.
 pkgs=(meson ninja-build pkg-config gcc g++ libfuse3-dev fuse3 libcjson-dev libxxhash-dev
-      libcmocka-dev libcurl4-openssl-dev python3 python3-venv)
+      libcmocka-dev libcurl4-openssl-dev python3 python3-venv clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do
