@@ -33,53 +33,15 @@ ninja -C "$build" || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 # --- C unit tests ---
 meson test -C "$build" --print-errorlogs --no-rebuild
 unit_rc=$?
-read -r u_ok u_fail u_skip < <(python3 - "$build/meson-logs/testlog.json" <<'PY'
-import json, sys
-ok = fail = skip = 0
-try:
-    for line in open(sys.argv[1]):
-        r = json.loads(line).get("result")
-        if r == "OK": ok += 1
-        elif r in ("SKIP",): skip += 1
-        elif r: fail += 1
-except OSError:
-    fail = 1
-print(ok, fail, skip)
-PY
-)
+read -r u_ok u_fail u_skip < <(tests/counts.py meson "$build/meson-logs/testlog.json")
 
 # --- pytest suites ---
-# junit_counts FILE: "passed failed skipped" of a junit XML (1 failure when unreadable)
-junit_counts() {
-	python3 - "$1" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root)
-    t = sum(int(s.get("tests", 0)) for s in suites)
-    f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
-    s = sum(int(s.get("skipped", 0)) for s in suites)
-    print(t - f - s, f, s)
-except Exception:
-    print(0, 1, 0)
-PY
-}
+junit_counts() { "$root/tests/counts.py" junit "$1"; }
 export RESIDFS_BIN="$root/$build/fs/residfs"
 p_ok=0; p_fail=0; p_skip=0; py_bad=0
 
 # integration tests: numpy + safetensors, real mounts (tests/integration)
-req=tests/requirements-core.txt
-hash=$(sha256sum "$req" | cut -c1-12)
-venv=${RESIDFS_VENV:-$HOME/.cache/residfs/venv-$hash}
-if [ ! -f "$venv/.residfs-installed" ]; then
-	rm -rf "$venv"
-	mkdir -p "$(dirname "$venv")"
-	if python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"; then
-		touch "$venv/.residfs-installed"
-	else
-		echo "could not install $req"
-	fi
-fi
+venv=$(tests/venv.sh)
 junit=$(mktemp)
 if [ -x "$venv/bin/pytest" ]; then
 	"$venv/bin/pytest" -q -p no:cacheprovider --junitxml="$junit" tests/integration

@@ -40,52 +40,12 @@ SKIPS=(
 )
 
 # the same Python environment as tests/run.sh
-req=tests/requirements-core.txt
-venv=${RESIDFS_VENV:-$HOME/.cache/residfs/venv-$(sha256sum "$req" | cut -c1-12)}
-if [ ! -f "$venv/.residfs-installed" ] && [ -z "${RESIDFS_VENV:-}" ]; then
-	rm -rf "$venv"
-	mkdir -p "$(dirname "$venv")"
-	if python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"; then
-		touch "$venv/.residfs-installed"
-	else
-		echo "sanitize: could not install $req"
-	fi
-fi
+venv=$(tests/venv.sh)
 
 now() { date +%s; }
 
-# meson_counts JSONLOG: "passed failed skipped" of a meson testlog.json
-meson_counts() {
-	python3 - "$1" <<'PY'
-import json, sys
-ok = fail = skip = 0
-try:
-    for line in open(sys.argv[1]):
-        r = json.loads(line).get("result")
-        if r == "OK": ok += 1
-        elif r == "SKIP": skip += 1
-        elif r: fail += 1
-except OSError:
-    fail = 1
-print(ok, fail, skip)
-PY
-}
-
-# junit_counts FILE: "passed failed skipped" of a junit XML (1 failure when unreadable)
-junit_counts() {
-	python3 - "$1" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root)
-    t = sum(int(s.get("tests", 0)) for s in suites)
-    f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
-    s = sum(int(s.get("skipped", 0)) for s in suites)
-    print(t - f - s, f, s)
-except Exception:
-    print(0, 1, 0)
-PY
-}
+meson_counts() { "$root/tests/counts.py" meson "$1"; }
+junit_counts() { "$root/tests/counts.py" junit "$1"; }
 
 # wait_daemons BIN: waits (at most 60 s) until no process runs BIN
 wait_daemons() {

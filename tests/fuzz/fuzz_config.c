@@ -39,35 +39,9 @@
 #include "core/source.h"
 #include "core/util.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* How many members of object @o are named @key (a JSON reader such as
- * Python's json keeps the last of duplicates, cJSON the first). */
-static int count_key(const cJSON *o, const char *key)
-{
-	const cJSON *e;
-	int n = 0;
-
-	cJSON_ArrayForEach(e, o)
-		n += e->string && !strcmp(e->string, key);
-	return n;
-}
-
-/* Does the JSON text [@b, @e) of @text hold the value @want?  Compared as
- * cJSON prints both (cJSON_Compare finds inf unequal to itself). */
-static int same_value(const char *text, size_t b, size_t e, const cJSON *want)
-{
-	cJSON *got = e > b ? cJSON_ParseWithLength(text + b, e - b) : NULL;
-	char *x = got ? cJSON_PrintUnformatted(got) : NULL;
-	char *y = cJSON_PrintUnformatted(want);
-	int same = x && y && !strcmp(x, y);
-
-	cJSON_free(x);
-	cJSON_free(y);
-	cJSON_Delete(got);
-	return same;
-}
 
 static void check_against_cjson(const char *text, size_t size, const struct rfs_src_config *c)
 {

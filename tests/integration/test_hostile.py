@@ -16,19 +16,9 @@ import pytest
 
 import rfshelp as H
 from conftest import _llama
-from test_bad_inputs import make_pair, refuse_both
+from test_bad_inputs import make_pair, pair, refuse_both, spair  # noqa: F401 (fixtures)
 
 V, HD, INTER, L, KV = 64, 16, 32, 1, 16
-
-
-@pytest.fixture
-def pair(tmp_path):
-    return make_pair(str(tmp_path))
-
-
-@pytest.fixture
-def spair(tmp_path):
-    return make_pair(str(tmp_path), nshards=2)
 
 
 def secret(tmp_path):
