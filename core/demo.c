@@ -167,10 +167,9 @@ static int write_st(const char *path, const struct rfs_demo_cfg *c, const struct
 		pos += numel(&t[i]) * 2;
 		o[i - from].end = pos;
 	}
-	if (rfs_st_header_write(o, to - from, &meta, 1, 1, &hdr, &hlen)) {
-		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	ret = rfs_st_header_write(o, to - from, &meta, 1, 1, &hdr, &hlen, err);
+	if (ret)
 		goto out;
-	}
 	for (k = 0; k < 8; k++)
 		lenb[k] = (unsigned char)((uint64_t)hlen >> (8 * k));
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

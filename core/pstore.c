@@ -370,7 +370,7 @@ int rfs_pb_emit_st(struct rfs_build *b, const char *name, struct rfs_pb_out *o, 
 		json = malloc(jlen + 1);
 		if (json)
 			memcpy(json, orig->header, jlen);
-	} else if (rfs_st_header_write(hdr, n, meta, nmeta, with_meta, &json, &jlen)) {
+	} else if (rfs_st_header_write(hdr, n, meta, nmeta, with_meta, &json, &jlen, b->err)) {
 		json = NULL;
 	}
 	free(hdr);

@@ -621,9 +621,9 @@ const struct rfs_st_tensor *rfs_st_find(const struct rfs_st_file *f, const char 
 	return NULL;
 }
 
-int rfs_st_header_write(const struct rfs_st_out *t, size_t n,
-			const struct rfs_st_meta *meta, size_t nmeta, int with_meta,
-			char **out, size_t *len)
+enum rfs_code rfs_st_header_write(const struct rfs_st_out *t, size_t n,
+				  const struct rfs_st_meta *meta, size_t nmeta, int with_meta,
+				  char **out, size_t *len, struct rfs_err *err)
 {
 	struct rfs_buf b = { 0 };
 	size_t i;
@@ -659,7 +659,7 @@ int rfs_st_header_write(const struct rfs_st_out *t, size_t n,
 		rfs_buf_add(&b, " ", 1);
 	if (!rfs_buf_ok(&b)) {
 		rfs_buf_release(&b);
-		return RFS_E_NOMEM;
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory writing a safetensors header");
 	}
 	*out = rfs_buf_detach(&b, len);
 	return 0;

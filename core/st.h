@@ -130,12 +130,12 @@ struct rfs_st_out {
  * Serializes a header as the safetensors writer does: compact JSON,
  * "__metadata__" first when @meta is non-NULL (even if empty), then the
  * tensors in the given order, padded with spaces so 8 + N is a multiple
- * of 8.  Returns the N bytes (caller frees) in *@out and N in *@len, or
- * NULL-untouched and RFS_E_NOMEM.
+ * of 8.  Stores the N bytes (caller frees) in *@out and N in *@len; on
+ * failure (RFS_E_NOMEM, @err set) both are untouched.
  */
-int rfs_st_header_write(const struct rfs_st_out *t, size_t n,
-			const struct rfs_st_meta *meta, size_t nmeta, int with_meta,
-			char **out, size_t *len);
+enum rfs_code rfs_st_header_write(const struct rfs_st_out *t, size_t n,
+				  const struct rfs_st_meta *meta, size_t nmeta, int with_meta,
+				  char **out, size_t *len, struct rfs_err *err);
 
 /** Bytes of @numel elements of @t, 0 with *ovf set on overflow or a partial byte. */
 uint64_t rfs_dtype_bytes(enum rfs_dtype t, uint64_t numel, int *ovf);

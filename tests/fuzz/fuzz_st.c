@@ -106,7 +106,7 @@ static void check_rewrite(const struct rfs_st_file *f)
 		o[i].begin = f->tensors[i].begin;
 		o[i].end = f->tensors[i].end;
 	}
-	r = rfs_st_header_write(o, f->ntensors, f->meta, f->nmeta, f->has_meta, &hdr, &hlen);
+	r = rfs_st_header_write(o, f->ntensors, f->meta, f->nmeta, f->has_meta, &hdr, &hlen, NULL);
 	free(o);
 	if (r == RFS_E_NOMEM)
 		return;

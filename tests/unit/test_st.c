@@ -920,7 +920,7 @@ static void test_write_exact(void **state)
 
 	(void)state;
 	/* byte for byte what the safetensors writer produces */
-	assert_int_equal(rfs_st_header_write(t, 1, m, 1, 1, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(t, 1, m, 1, 1, &out, &len, NULL), 0);
 	assert_int_equal(len % 8, 0);
 	assert_true(len >= wl && len < wl + 8);
 	assert_memory_equal(out, want, wl);
@@ -929,22 +929,22 @@ static void test_write_exact(void **state)
 	free(out);
 
 	/* no metadata */
-	assert_int_equal(rfs_st_header_write(t, 1, NULL, 0, 0, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(t, 1, NULL, 0, 0, &out, &len, NULL), 0);
 	assert_int_equal(len % 8, 0);
 	assert_memory_equal(out, "{\"a\":{", 6);
 	free(out);
 
 	/* empty metadata when asked for */
-	assert_int_equal(rfs_st_header_write(t, 1, NULL, 0, 1, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(t, 1, NULL, 0, 1, &out, &len, NULL), 0);
 	assert_memory_equal(out, "{\"__metadata__\":{},\"a\":", 23);
 	free(out);
 
 	/* nothing at all */
-	assert_int_equal(rfs_st_header_write(NULL, 0, NULL, 0, 0, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(NULL, 0, NULL, 0, 0, &out, &len, NULL), 0);
 	assert_int_equal(len, 8);
 	assert_memory_equal(out, "{}      ", 8);
 	free(out);
-	assert_int_equal(rfs_st_header_write(NULL, 0, NULL, 0, 1, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(NULL, 0, NULL, 0, 1, &out, &len, NULL), 0);
 	assert_int_equal(len, 24);
 	assert_memory_equal(out, "{\"__metadata__\":{}}     ", 24);
 	free(out);
@@ -967,7 +967,7 @@ static void test_write_padding(void **state)
 
 		memset(name, 'n', k + 1);
 		name[k + 1] = 0;
-		assert_int_equal(rfs_st_header_write(&t, 1, NULL, 0, 0, &out, &len), 0);
+		assert_int_equal(rfs_st_header_write(&t, 1, NULL, 0, 0, &out, &len, NULL), 0);
 		assert_int_equal((8 + len) % 8, 0);
 		end = len;
 		while (end && out[end - 1] == ' ')
@@ -1023,7 +1023,7 @@ static void test_write_roundtrip(void **state)
 		t[i] = (struct rfs_st_out){ names[i], dts[i], ndims[i], shapes[i], off, off + bytes };
 		off += bytes;
 	}
-	assert_int_equal(rfs_st_header_write(t, 7, m, 3, 1, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(t, 7, m, 3, 1, &out, &len, NULL), 0);
 	assert_int_equal((8 + len) % 8, 0);
 	/* metadata first */
 	assert_memory_equal(out, "{\"__metadata__\":{\"format\":\"pt\",", 31);
@@ -1074,7 +1074,7 @@ static void test_write_file_roundtrip(void **state)
 	size_t len;
 
 	(void)state;
-	assert_int_equal(rfs_st_header_write(t, 2, NULL, 0, 0, &out, &len), 0);
+	assert_int_equal(rfs_st_header_write(t, 2, NULL, 0, 0, &out, &len, NULL), 0);
 	path = write_file("written.safetensors", len, out, len, 8 + len + 20);
 	if (rfs_st_open(path, &f, &err))
 		fail_msg("%s", err.msg);
