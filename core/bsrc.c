@@ -149,20 +149,8 @@ int rfs_bsrc_fd(const struct rfs_bsrc *s)
 	return l ? l->fd : -1;
 }
 
-struct rfs_ident *rfs_bsrc_ident(struct rfs_bsrc *s)
-{
-	struct local *l = as_local(s);
-
-	return l ? &l->ident : NULL;
-}
-
 int rfs_bsrc_first_report(struct rfs_bsrc *s)
 {
-	struct local *l = as_local(s);
-
-	/* a local source's flag is its identity's, which fs/ may ask too */
-	if (l)
-		return rfs_ident_first_report(&l->ident);
 	return __atomic_exchange_n(&s->reported, 1, __ATOMIC_ACQ_REL) == 0;
 }
 

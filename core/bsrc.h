@@ -92,9 +92,6 @@ enum rfs_code rfs_bsrc_local_fd(int fd, const struct stat *st, const char *path,
 /** The descriptor of a local source, -1 for other sources. */
 int rfs_bsrc_fd(const struct rfs_bsrc *s);
 
-/** The rfs_ident of a local source (its change verdict), NULL for others. */
-struct rfs_ident *rfs_bsrc_ident(struct rfs_bsrc *s);
-
 /** rfs_ident_check's verdict for any source: s->ops->check. */
 static inline enum rfs_code rfs_bsrc_check(struct rfs_bsrc *s, int force, struct rfs_err *err)
 {

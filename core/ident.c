@@ -117,8 +117,3 @@ enum rfs_code rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *e
 	pthread_mutex_unlock(&why_lock);
 	return changed_err(id, err);
 }
-
-int rfs_ident_first_report(struct rfs_ident *id)
-{
-	return __atomic_exchange_n(&id->reported, 1, __ATOMIC_ACQ_REL) == 0;
-}

@@ -46,7 +46,6 @@ struct rfs_ident {
 	unsigned mode;        /* permission bits when checked */
 	uint64_t next_check;  /* monotonic ns; atomic */
 	int changed;          /* sticky; atomic */
-	int reported;         /* set by the first rfs_ident_first_report(); atomic */
 	char why[160];        /* what changed: written once, before changed is set */
 };
 
@@ -70,9 +69,6 @@ void rfs_ident_release(struct rfs_ident *id);
  * RFS_IDENT_RECHECK_NS.
  */
 enum rfs_code rfs_ident_check(struct rfs_ident *id, int force, struct rfs_err *err);
-
-/** 1 for the first caller after a change was seen (to log it once), else 0. */
-int rfs_ident_first_report(struct rfs_ident *id);
 
 /** Nanoseconds of a timespec, for identities and mtimes. */
 int64_t rfs_ts_ns(const struct timespec *ts);

@@ -464,7 +464,6 @@ enum rfs_code rfs_st_parse(const char *name, const char *hdr, uint64_t hlen,
 	int ret;
 
 	memset(f, 0, sizeof(*f));
-	f->fd = -1;
 	if (hlen > RFS_ST_MAX_HEADER)
 		return rfs_errf(err, RFS_E_FORMAT,
 				"%s: not a safetensors file: its first 8 bytes, read as the header length, give %llu, over the limit of %llu",
@@ -565,7 +564,6 @@ enum rfs_code rfs_st_open_src(struct rfs_bsrc *src, struct rfs_st_file **out, st
 		goto fail;
 	free(hdr);
 	f->src = src;
-	f->fd = rfs_bsrc_fd(src);
 	f->mtime_ns = src->mtime_ns;
 	f->dev = src->id.dev;
 	f->ino = src->id.ino;

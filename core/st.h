@@ -64,7 +64,6 @@ struct rfs_st_meta {
 struct rfs_st_file {
 	char *path;       /* as given, for messages */
 	struct rfs_bsrc *src; /* the bytes, owned; NULL when parsed from memory */
-	int fd;           /* a local source's descriptor (rfs_bsrc_fd), else -1 */
 	uint64_t size;    /* whole file */
 	uint64_t hlen;    /* N */
 	uint64_t data_off; /* 8 + N */

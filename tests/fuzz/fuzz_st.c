@@ -46,7 +46,7 @@ static void check_layout(const struct rfs_st_file *f, uint64_t hlen, uint64_t fi
 	char **names;
 	size_t i;
 
-	CHECK(f->fd == -1 && f->hlen == hlen && f->data_off == 8 + hlen && f->size == file_size,
+	CHECK(!f->src && f->hlen == hlen && f->data_off == 8 + hlen && f->size == file_size,
 	      "hlen %llu data_off %llu size %llu", (unsigned long long)f->hlen,
 	      (unsigned long long)f->data_off, (unsigned long long)f->size);
 	names = malloc((f->ntensors + 1) * sizeof(*names));

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/bsrc.h"
 #include "core/st.h"
 
 #define NAME "unit.safetensors"
@@ -189,7 +190,7 @@ static void test_valid_basic(void **state)
 	(void)state;
 	assert_int_equal(parse_n(j, strlen(j), 28, &f, &err), 0);
 	assert_string_equal(f.path, NAME);
-	assert_int_equal(f.fd, -1);
+	assert_null(f.src); /* parsed from memory: no source */
 	assert_int_equal(f.hlen, strlen(j));
 	assert_int_equal(f.data_off, 8 + strlen(j));
 	assert_int_equal(f.size, 8 + strlen(j) + 28);
@@ -440,7 +441,7 @@ static void test_open(void **state)
 			"'a':{'dtype':'F32','shape':[2],'data_offsets':[0,8]}}    ", 8);
 	assert_int_equal(rfs_st_open(path, &f, &err), 0);
 	assert_non_null(f);
-	assert_true(f->fd >= 0);
+	assert_true(rfs_bsrc_fd(f->src) >= 0);
 	assert_string_equal(f->path, path);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(f->size, (uint64_t)st.st_size);
