@@ -6,9 +6,11 @@ set -euo pipefail
 
 # clang and libclang-rt-14-dev (libFuzzer and clang's sanitizer runtimes, only
 # recommended by clang): the fuzz targets (tests/fuzz); gcc's ASan/UBSan/TSan
-# runtimes come with gcc.
+# runtimes come with gcc.  nginx-light (with its echo module) and openssl: the
+# web server and TLS certificate of the remote-source tests (tests/remote).
 pkgs=(meson ninja-build pkg-config gcc g++ libfuse3-dev fuse3 libcjson-dev libxxhash-dev
-      libcmocka-dev libcurl4-openssl-dev python3 python3-venv clang libclang-rt-14-dev)
+      libcmocka-dev libcurl4-openssl-dev python3 python3-venv clang libclang-rt-14-dev
+      nginx-light openssl)
 
 missing=()
 for p in "${pkgs[@]}"; do

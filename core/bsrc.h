@@ -63,6 +63,10 @@ struct rfs_bsrc_ops {
 	enum rfs_code (*check)(struct rfs_bsrc *s, int force, struct rfs_err *err);
 	/* Frees the source (its descriptor, connection, ...). */
 	void (*close)(struct rfs_bsrc *s);
+	/* Starts getting [@off, @off + @len) without waiting (remote sources:
+	 * the fetches of several operands then travel together); NULL for
+	 * sources whose bytes are at hand. */
+	void (*want)(struct rfs_bsrc *s, uint64_t off, uint64_t len);
 };
 
 struct rfs_bsrc {
@@ -103,6 +107,13 @@ static inline enum rfs_code rfs_bsrc_pread(struct rfs_bsrc *s, void *buf, size_t
 					   struct rfs_err *err)
 {
 	return s->ops->pread(s, buf, len, off, err);
+}
+
+/** s->ops->want when the source has one. */
+static inline void rfs_bsrc_want(struct rfs_bsrc *s, uint64_t off, uint64_t len)
+{
+	if (s->ops->want)
+		s->ops->want(s, off, len);
 }
 
 /**

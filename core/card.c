@@ -34,9 +34,14 @@ static void fingerprint(const struct rfs_src *s, char *buf, size_t len)
 		 (unsigned long long)h);
 }
 
-static const char *base_name(const char *path)
+/* The last component of a local path; a Hub term's repository id whole. */
+static const char *term_name(const struct rfs_src *s)
 {
+	const char *path = rfs_src_model_name(s);
 	size_t n = strlen(path);
+
+	if (s->td && s->td->repo_id)
+		return path;
 	const char *p;
 
 	while (n > 1 && path[n - 1] == '/')
@@ -63,16 +68,16 @@ int rfs_pb_add_card(struct rfs_build *b)
 	rfs_spec_format(&p->spec, spec, sizeof(spec));
 	rfs_buf_adds(&o, "---\n");
 	if (p->compute) {
-		snprintf(bn, sizeof(bn), "%s", base_name(p->src[1]->dir));
+		snprintf(bn, sizeof(bn), "%s", term_name(p->src[1]));
 		card_yaml_str(&o, "library_name", "residfs");
 		card_yaml_str(&o, "base_model", bn);
 		rfs_buf_adds(&o, "base_model_relation: adapter\n");
-		snprintf(bn, sizeof(bn), "%s", base_name(p->src[0]->dir));
+		snprintf(bn, sizeof(bn), "%s", term_name(p->src[0]));
 		card_yaml_str(&o, "instruct_model", bn);
 		rfs_buf_adds(&o, "pipeline_tag: text-generation\n");
 		rfs_buf_adds(&o, "tags:\n- residuals\n- delta\n- task-arithmetic\n- residfs\n");
 	} else {
-		snprintf(bn, sizeof(bn), "%s", base_name(p->src[0]->dir));
+		snprintf(bn, sizeof(bn), "%s", term_name(p->src[0]));
 		card_yaml_str(&o, "base_model", bn);
 		rfs_buf_adds(&o, "base_model_relation: merge\n");
 		rfs_buf_adds(&o, "library_name: transformers\n");
@@ -99,9 +104,13 @@ int rfs_pb_add_card(struct rfs_build *b)
 	rfs_buf_adds(&o, "## Sources\n\n| term | kind | scale | fingerprint |\n|---|---|---|---|\n");
 	for (i = 0; i < p->nsrc; i++) {
 		fingerprint(p->src[i], fp, sizeof(fp));
-		rfs_buf_addf(&o, "| `%s` | %s | %g | %s |\n", base_name(p->src[i]->dir),
+		rfs_buf_addf(&o, "| `%s` | %s | %g | %s |\n", term_name(p->src[i]),
 			     rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale, fp);
 	}
+	for (i = 0; i < p->nsrc; i++)
+		if (p->src[i]->td && p->src[i]->td->resolved)
+			rfs_buf_addf(&o, "%s- resolved: %s\n", i && p->src[i - 1]->td->resolved ? "" : "\n",
+				     p->src[i]->td->resolved);
 	if (!rfs_buf_ok(&o)) {
 		rfs_buf_release(&o);
 		return rfs_pb_nomem(b);

@@ -88,14 +88,14 @@ static int residuals_config(struct rfs_build *b, struct cout *c, size_t n)
 	rfs_buf_addf(&o, "  \"param_count\": %zu,\n", n);
 	rfs_buf_addf(&o, "  \"shapes_hash\": \"%s\",\n  \"parameter_names_hash\": \"%s\",\n", sh, nh);
 	rfs_buf_adds(&o, "  \"tokenizer_name\": ");
-	rfs_buf_add_json_str_ascii(&o, p->src[0]->dir);
+	rfs_buf_add_json_str_ascii(&o, rfs_src_model_name(p->src[0]));
 	rfs_buf_addf(&o, ",\n  \"created_at\": \"%s\",\n", when);
 	rfs_buf_addf(&o, "  \"library\": {\n    \"package\": \"residfs\",\n    \"version\": \"%s\"\n  },\n",
 		     RESIDFS_VERSION);
 	rfs_buf_adds(&o, "  \"base_model_name\": ");
-	rfs_buf_add_json_str_ascii(&o, p->src[1]->dir);
+	rfs_buf_add_json_str_ascii(&o, rfs_src_model_name(p->src[1]));
 	rfs_buf_adds(&o, ",\n  \"instruct_model_name\": ");
-	rfs_buf_add_json_str_ascii(&o, p->src[0]->dir);
+	rfs_buf_add_json_str_ascii(&o, rfs_src_model_name(p->src[0]));
 	rfs_buf_adds(&o, ",\n  \"pipeline_tag\": \"text-generation\",\n  \"license\": null,\n"
 		     "  \"language\": null,\n  \"tags\": [\n    \"residuals\",\n    \"delta\",\n"
 		     "    \"task-arithmetic\",\n    \"finetune\"\n  ],\n"

@@ -45,6 +45,7 @@
 #include "busguard.h"
 #include "read.h"
 #include "tunables.h"
+#include "util.h"
 
 #define BLOCK RFS_TUNE_EXPORT_BLOCK /* bytes per read-compute-write step */
 #define ALIGN RFS_TUNE_DIRECT_ALIGN /* of O_DIRECT writes */
@@ -600,7 +601,8 @@ static int check_not_source(const struct rfs_plan *plan, int odfd, const char *o
 	if (fstat(odfd, &ost))
 		return rfs_errsys(err, "%s: cannot stat", outdir);
 	for (i = 0; i < plan->nsrc; i++)
-		if (plan->src[i] && !stat(plan->src[i]->dir, &st) && st.st_dev == ost.st_dev &&
+		if (plan->src[i] && plan->src[i]->td->local_dir && !stat(plan->src[i]->td->local_dir, &st) &&
+		    st.st_dev == ost.st_dev &&
 		    st.st_ino == ost.st_ino)
 			return rfs_errf(err, RFS_E_EXIST,
 					"%s is the directory of the SPEC's term '%s': an export there would replace the files it reads; export into another directory",

@@ -4,7 +4,6 @@
  */
 #include "hfdir.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +27,10 @@ static int is_tokenizer_file(const char *name)
 	return 0;
 }
 
-static int has_tokenizer(const char *dir)
+static int has_tokenizer(struct rfs_tdir *t)
 {
-	return rfs_entry_exists_at(dir, "tokenizer_config.json") ||
-	       rfs_entry_exists_at(dir, "tokenizer.json") ||
-	       rfs_entry_exists_at(dir, "tokenizer.model") || rfs_entry_exists_at(dir, "vocab.json");
+	return t->ops->exists(t, "tokenizer_config.json") || t->ops->exists(t, "tokenizer.json") ||
+	       t->ops->exists(t, "tokenizer.model") || t->ops->exists(t, "vocab.json");
 }
 
 /* The tokenizer files of @s: each one there must be a regular file inside
@@ -44,7 +42,7 @@ static int add_tokenizer(struct rfs_build *b, const struct rfs_src *s)
 	int ret;
 
 	for (i = 0; tokenizer_files[i]; i++) {
-		if (!rfs_entry_exists_at(s->dir, tokenizer_files[i]) || rfs_pb_has_vfile(b, tokenizer_files[i]))
+		if (!s->td->ops->exists(s->td, tokenizer_files[i]) || rfs_pb_has_vfile(b, tokenizer_files[i]))
 			continue;
 		ret = rfs_pb_add_passthrough(b, s, tokenizer_files[i]);
 		if (ret)
@@ -84,32 +82,25 @@ static int cmp_cstr(const void *a, const void *c)
  * out with a note: it is nobody's model file. */
 int rfs_pb_add_other_files(struct rfs_build *b, const struct rfs_src *s)
 {
-	const char *dir = s->dir;
-	DIR *d = opendir(dir);
-	struct dirent *e;
+	struct rfs_tdir *t = s->td;
 	char **names = NULL;
-	size_t n = 0, cap = 0, i;
-	int ret = 0;
+	size_t n = 0, i, keep = 0;
+	int ret;
 
-	if (!d)
-		return rfs_errsys(b->err, "%s: cannot list", dir);
-	while ((e = readdir(d))) {
-		char **g;
+	ret = t->ops->list(t, &names, &n, b->err);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		const char *nm = names[i];
 
-		if (e->d_name[0] == '.' || rfs_pb_has_vfile(b, e->d_name) || is_weight_file(e->d_name) ||
-		    is_tokenizer_file(e->d_name) || !strcmp(e->d_name, "generation_config.json") ||
-		    !strcmp(e->d_name, "README.md") || !strcmp(e->d_name, "config.json") ||
-		    !rfs_file_exists_at(dir, e->d_name))
-			continue;
-		g = rfs_pb_grow(names, &cap, n + 1, sizeof(*names));
-		if (!g || !(g[n] = strdup(e->d_name))) {
-			names = g ? g : names;
-			ret = rfs_pb_nomem(b);
-			goto out;
-		}
-		names = g;
-		n++;
+		if (nm[0] == '.' || rfs_pb_has_vfile(b, nm) || is_weight_file(nm) || is_tokenizer_file(nm) ||
+		    !strcmp(nm, "generation_config.json") || !strcmp(nm, "README.md") ||
+		    !strcmp(nm, "config.json") || !t->ops->is_file(t, nm))
+			free(names[i]);
+		else
+			names[keep++] = names[i];
 	}
+	n = keep;
 	if (n > 1) /* qsort wants a non-NULL array even for none */
 		qsort(names, n, sizeof(*names), cmp_cstr);
 	for (i = 0; i < n && !ret; i++) {
@@ -120,11 +111,9 @@ int rfs_pb_add_other_files(struct rfs_build *b, const struct rfs_src *s)
 			b->err->msg[0] = 0;
 		}
 	}
-out:
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
-	closedir(d);
 	return ret;
 }
 
@@ -188,14 +177,14 @@ int rfs_pb_add_chat_files(struct rfs_build *b)
 	int ret;
 
 	for (k = 1; !p->compute && k < p->nsrc; k++)
-		if (has_tokenizer(p->src[k]->dir)) {
+		if (has_tokenizer(p->src[k]->td)) {
 			tok = p->src[k];
 			break;
 		}
 	for (k = 1; !p->compute && k < p->nsrc && !gen; k++)
-		if (rfs_entry_exists_at(p->src[k]->dir, "generation_config.json"))
+		if (p->src[k]->td->ops->exists(p->src[k]->td, "generation_config.json"))
 			gen = p->src[k];
-	if (!gen && rfs_entry_exists_at(p->src[0]->dir, "generation_config.json"))
+	if (!gen && p->src[0]->td->ops->exists(p->src[0]->td, "generation_config.json"))
 		gen = p->src[0];
 	ret = add_tokenizer(b, tok);
 	if (!ret && gen)

@@ -36,6 +36,9 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 		fprintf(out, "  %-9s scale %-6g %zu file(s), %zu tensors  %s\n",
 			rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale,
 			p->src[i]->nfiles, p->src[i]->ntensors, p->src[i]->dir);
+	for (i = 0; i < p->nsrc; i++)
+		if (p->src[i]->td->resolved)
+			fprintf(out, "  resolved: %s\n", p->src[i]->td->resolved);
 	fprintf(out, "\nfiles:\n");
 	for (i = 0; i < p->nfiles; i++) {
 		rfs_human_bytes(p->files[i].size, hb, sizeof(hb));
@@ -100,6 +103,10 @@ enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_e
 		o = cJSON_CreateObject();
 		cJSON_AddItemToArray(a, o);
 		cJSON_AddStringToObject(o, "path", p->src[i]->dir);
+		if (p->src[i]->td->resolved)
+			cJSON_AddStringToObject(o, "resolved", p->src[i]->td->resolved);
+		else
+			cJSON_AddNullToObject(o, "resolved");
 		cJSON_AddStringToObject(o, "kind", rfs_src_kind_name(p->src[i]->kind));
 		cJSON_AddNumberToObject(o, "scale", p->spec.terms[i].scale);
 		cJSON_AddNumberToObject(o, "files", (double)p->src[i]->nfiles);

@@ -198,3 +198,23 @@ size_t rfs_vfile_index(const struct rfs_vfile *vf)
 {
 	return (size_t)(vf->ino - 2);
 }
+
+size_t rfs_vfile_nsrcs(const struct rfs_vfile *vf)
+{
+	return vf->nsrcs;
+}
+
+struct rfs_bsrc *rfs_vfile_src(const struct rfs_vfile *vf, size_t i)
+{
+	return vf->srcs[i];
+}
+
+size_t rfs_plan_nterms(const struct rfs_plan *p)
+{
+	return p->nsrc;
+}
+
+const char *rfs_plan_resolved(const struct rfs_plan *p, size_t i)
+{
+	return p->src[i] && p->src[i]->td ? p->src[i]->td->resolved : NULL;
+}

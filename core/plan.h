@@ -68,5 +68,14 @@ uint64_t rfs_vfile_ino(const struct rfs_vfile *vf);
 unsigned rfs_vfile_mode(const struct rfs_vfile *vf);
 /** Its index in the plan (rfs_plan_file(p, rfs_vfile_index(vf)) == vf). */
 size_t rfs_vfile_index(const struct rfs_vfile *vf);
+/** The byte sources its bytes come from (bsrc.h): rfs_vfile_src(vf, i) for
+ * i below rfs_vfile_nsrcs(vf). */
+size_t rfs_vfile_nsrcs(const struct rfs_vfile *vf);
+struct rfs_bsrc *rfs_vfile_src(const struct rfs_vfile *vf, size_t i);
+/** How each term was resolved (remote terms: the commit, the cache;
+ * tdir.h), or NULL for local directories: rfs_plan_resolved(p, i) for i
+ * below rfs_plan_nterms(p). */
+size_t rfs_plan_nterms(const struct rfs_plan *p);
+const char *rfs_plan_resolved(const struct rfs_plan *p, size_t i);
 
 #endif

@@ -236,7 +236,7 @@ int rfs_pb_add_lit(struct rfs_build *b, const char *name, char *data, size_t len
 }
 
 /* Opens @name of the term @s for passing through: contained in the term's
- * directory and a regular file (rfs_bsrc_local_open).  The plan keeps it. */
+ * directory and a regular file (the term's open: tdir.h).  The plan keeps it. */
 static int open_passthrough(struct rfs_build *b, const struct rfs_src *s, const char *name,
 			    struct rfs_pt **out)
 {
@@ -245,7 +245,7 @@ static int open_passthrough(struct rfs_build *b, const struct rfs_src *s, const 
 	struct rfs_bsrc *src;
 	int ret;
 
-	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, b->err);
+	ret = s->td->ops->open(s->td, name, &src, b->err);
 	if (ret)
 		return ret;
 	pt = calloc(1, sizeof(*pt));

@@ -394,9 +394,17 @@ enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a,
 	sc = get_scratch();
 	if (!sc || !(out = scratch_buf(sc, RFS_SPEC_MAX_TERMS)))
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
-	for (k = 0; k < c->nops; k++)
+	for (k = 0; k < c->nops; k++) {
+		const struct rfs_operand *o = &c->ops[k];
+		size_t isz = rfs_kdt_size(o->dtype);
+
 		if (!(in[k] = scratch_buf(sc, k)))
 			return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+		/* every operand's range at once: remote ones are fetched together */
+		if (o->numel > e0)
+			rfs_bsrc_want(o->src, o->off + e0 * isz,
+				      ((o->numel < e1 ? o->numel : e1) - e0) * isz);
+	}
 	for (pos = e0; pos < e1; pos += COMP_CHUNK) {
 		size_t n = e1 - pos < COMP_CHUNK ? (size_t)(e1 - pos) : COMP_CHUNK;
 		uint64_t from = pos * osz < a ? a - pos * osz : 0;

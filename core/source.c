@@ -25,7 +25,7 @@ static int read_json_file(struct rfs_src *s, const char *name, char **out, size_
 	struct rfs_bsrc *src;
 	int ret;
 
-	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, err);
+	ret = s->td->ops->open(s->td, name, &src, err);
 	if (ret)
 		return ret;
 	ret = rfs_bsrc_read_all(src, MAX_JSON_FILE, out, len, err);
@@ -309,7 +309,7 @@ static int read_config(struct rfs_src *s, struct rfs_err *err)
 	char path[4096];
 	int ret;
 
-	if (!rfs_entry_exists_at(s->dir, "config.json"))
+	if (!s->td->ops->exists(s->td, "config.json"))
 		return rfs_errf(err, RFS_E_FORMAT,
 				"%s: no config.json, so it is neither a model nor a residuals directory",
 				s->dir);
@@ -332,9 +332,7 @@ static int add_file(struct rfs_src *s, const char *name, struct rfs_err *err)
 	struct rfs_bsrc *src;
 	int ret;
 
-	if (strlen(s->dir) + 1 + strlen(name) >= 4096)
-		return rfs_errf(err, RFS_E_RANGE, "%s/%s: path too long", s->dir, name);
-	ret = rfs_bsrc_local_open(&s->root, s->dir, name, &src, err);
+	ret = s->td->ops->open(s->td, name, &src, err);
 	if (ret)
 		return ret;
 	ret = rfs_st_open_src(src, &f, err);
@@ -557,34 +555,25 @@ static int build_map(struct rfs_src *s, struct rfs_err *err)
 	return 0;
 }
 
-enum rfs_code rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err)
+enum rfs_code rfs_src_open(const char *term, struct rfs_src **out, struct rfs_err *err)
 {
 	struct rfs_src *s = calloc(1, sizeof(*s));
-	struct stat st;
 	int ret;
 
 	if (!s)
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
-	s->dir = strdup(dir);
+	ret = rfs_tdir_open(term, &s->td, err);
+	if (ret)
+		goto fail;
+	s->dir = strdup(s->td->label);
 	if (!s->dir) {
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
 		goto fail;
 	}
-	if (stat(dir, &st)) {
-		ret = rfs_errsys(err, "%s", dir);
-		goto fail;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		ret = rfs_errf(err, RFS_E_FORMAT, "%s: not a directory", dir);
-		goto fail;
-	}
-	ret = rfs_root_init(&s->root, dir, err);
-	if (ret)
-		goto fail;
 	ret = read_config(s, err);
 	if (ret)
 		goto fail;
-	if (rfs_entry_exists_at(dir, "model.safetensors")) {
+	if (s->td->ops->exists(s->td, "model.safetensors")) {
 		s->files = calloc(1, sizeof(*s->files));
 		s->file_names = calloc(1, sizeof(*s->file_names));
 		if (!s->files || !s->file_names) {
@@ -594,11 +583,11 @@ enum rfs_code rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err
 		ret = add_file(s, "model.safetensors", err);
 		if (!ret)
 			ret = build_map(s, err);
-	} else if (rfs_entry_exists_at(dir, "model.safetensors.index.json")) {
+	} else if (s->td->ops->exists(s->td, "model.safetensors.index.json")) {
 		ret = open_sharded(s, err);
 	} else {
 		ret = rfs_errf(err, RFS_E_FORMAT,
-			       "%s: no model.safetensors or model.safetensors.index.json", dir);
+			       "%s: no model.safetensors or model.safetensors.index.json", s->dir);
 	}
 	if (ret)
 		goto fail;
@@ -626,8 +615,13 @@ void rfs_src_close(struct rfs_src *s)
 	free(s->config);
 	free(s->index);
 	free(s->dir);
-	rfs_root_release(&s->root);
+	rfs_tdir_close(s->td);
 	free(s);
+}
+
+const char *rfs_src_model_name(const struct rfs_src *s)
+{
+	return s->td && s->td->repo_id ? s->td->repo_id : s->dir;
 }
 
 const struct rfs_src_tensor *rfs_src_find(const struct rfs_src *s, const char *name)

@@ -1,5 +1,6 @@
 /*
- * source.h - a term of a SPEC opened from a local directory: a model
+ * source.h - a term of a SPEC (a local directory, a Hub repository or a web
+ * directory: tdir.h) opened as a model
  * (config.json with model_type/architectures) or a residuals directory
  * (config.json with residuals_version), its safetensors files (one
  * model.safetensors, preferred as transformers does, or the shards named by
@@ -17,7 +18,7 @@
 #include "err.h"
 #include "st.h"
 #include "strmap.h"
-#include "util.h"
+#include "tdir.h"
 
 enum rfs_src_kind { RFS_SRC_MODEL = 1, RFS_SRC_RESIDUALS = 2 };
 
@@ -28,8 +29,8 @@ struct rfs_src_tensor {
 };
 
 struct rfs_src {
-	char *dir;               /* as given */
-	struct rfs_root root;    /* files must resolve inside (util.h) */
+	char *dir;               /* what messages call the term (tdir.h: its label) */
+	struct rfs_tdir *td;     /* its files: local, HF cache, Hub, web (tdir.h) */
 	unsigned config_mode;    /* permission bits of config.json */
 	unsigned index_mode;     /* ... and of the index when sharded */
 	enum rfs_src_kind kind;
@@ -89,12 +90,16 @@ enum rfs_code rfs_src_parse_index(const char *text, size_t len, const char *path
 /** Frees what rfs_src_parse_index stored; accepts a zeroed index. */
 void rfs_src_index_release(struct rfs_src_index *ix);
 
-/** Opens @dir (see above).  On failure nothing is left open and @err names the file. */
-enum rfs_code rfs_src_open(const char *dir, struct rfs_src **out, struct rfs_err *err);
+/** Opens the term @term (a directory, a Hub id, a URL: tdir.h).  On
+ * failure nothing is left open and @err names the file. */
+enum rfs_code rfs_src_open(const char *term, struct rfs_src **out, struct rfs_err *err);
 /** Closes everything; accepts NULL. */
 void rfs_src_close(struct rfs_src *s);
 /** Tensor by name, or NULL. */
 const struct rfs_src_tensor *rfs_src_find(const struct rfs_src *s, const char *name);
+/** The name a model card or residuals config gives the term: the Hub
+ * repository id of a Hub term, else what messages call it (s->dir). */
+const char *rfs_src_model_name(const struct rfs_src *s);
 /** "model" or "residuals". */
 const char *rfs_src_kind_name(enum rfs_src_kind k);
 

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tdir.h"
+
 #define MAX_READINGS 4
 #define SPAN_MEMO 8192 /* answers remembered; past that, asked again */
 
@@ -46,12 +48,18 @@ struct search {
 	} memo[SPAN_MEMO];
 };
 
+/* A local directory, or a remote term that resolves (tdir.h: hf://...,
+ * http(s)://.../, a bare ORG/NAME the HF cache or the Hub knows). */
 static int default_isdir(const char *path, void *ctx)
 {
 	struct stat st;
 
 	(void)ctx;
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+	if (rfs_tdir_is_remote(path))
+		return rfs_tdir_probe(path);
+	if (stat(path, &st) == 0)
+		return S_ISDIR(st.st_mode);
+	return rfs_tdir_probe(path);
 }
 
 /* The default test, strict form: a directory with a config.json (a model
@@ -63,6 +71,8 @@ static int strict_isdir(const char *path, void *ctx)
 	struct stat st;
 
 	(void)ctx;
+	if (rfs_tdir_is_remote(path) || stat(path, &st) != 0)
+		return default_isdir(path, NULL);
 	if (!default_isdir(path, NULL))
 		return 0;
 	snprintf(cfg, sizeof(cfg), "%s/config.json", path);

@@ -84,6 +84,32 @@
  * disk and file system in use is at most this). */
 #define RFS_TUNE_DIRECT_ALIGN 4096
 
+/* ---- remote sources (core/remote.c, docs/remote.md) ---------------------- */
+
+/* Unit of remote bytes in memory and in the disk block cache: what the lazy
+ * mounts that came before use (mountpoint-s3, hf-mount); a 16 GB model is
+ * 16k block files. */
+#define RFS_TUNE_REMOTE_BLOCK (1u << 20)
+/* Largest range of one GET: enough to amortise a request's latency (a
+ * 20 ms round trip at 1 GB/s moves 20 MB), small enough that the
+ * connections share a tensor. */
+#define RFS_TUNE_REMOTE_PART (8u << 20)
+/* Sequential prefetch window: doubles from one part up to this. */
+#define RFS_TUNE_REMOTE_WINDOW (64u << 20)
+/* Worker threads, each one connection (--remote-connections). */
+#define RFS_TUNE_REMOTE_CONNECTIONS 8
+/* Remote blocks kept in memory, all files together (--remote-memory). */
+#define RFS_TUNE_REMOTE_MEMORY (256ull << 20)
+/* Deadline of one read before it fails with EIO (--remote-timeout). */
+#define RFS_TUNE_REMOTE_TIMEOUT_S 60.0
+/* Disk block cache bound (--remote-cache-size); it also keeps 5 % of its
+ * file system free. */
+#define RFS_TUNE_REMOTE_CACHE_SIZE (10ull << 30)
+/* Backoff between attempts: 1 s doubling up to this (Retry-After wins). */
+#define RFS_TUNE_REMOTE_BACKOFF_MAX_MS 8000
+/* Redirects followed for one request (Hub resolve -> CDN is one). */
+#define RFS_TUNE_REMOTE_MAX_REDIRECTS 5
+
 /* ---- GPU (kernels/backend.c) --------------------------------------------- */
 
 /* Batches smaller than this run on the CPU even when a GPU is there:

@@ -4,6 +4,7 @@
  * Usage errors exit 2, runtime errors 1; messages go to stderr as
  * "residfs: error: ..." and name the file and tensor concerned.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -27,6 +28,8 @@
 #include "core/export.h"
 #include "core/inspect.h"
 #include "core/plan.h"
+#include "core/http.h"
+#include "core/remote.h"
 #include "core/read.h"
 #include "core/spec.h"
 #include "core/tunables.h"
@@ -42,6 +45,8 @@ static const char usage_text[] =
 	"  mount   SPEC MOUNTPOINT   mount the result of SPEC read-only at MOUNTPOINT\n"
 	"  export  SPEC OUTDIR       write exactly what the mount would show into OUTDIR\n"
 	"  inspect SPEC              print what the mount would contain\n"
+	"  prefetch SPEC|MOUNTPOINT  fill the disk block cache with the remote files of\n"
+	"                            SPEC (or read all of a mount), with a progress display\n"
 	"  demo                      build a small model pair, compute its residuals,\n"
 	"                            mount base+residuals and check it bit for bit\n"
 	"\n"
@@ -49,7 +54,10 @@ static const char usage_text[] =
 	"  BASE+DELTA        base model plus residuals      BASE+0.5*DELTA   scaled\n"
 	"  BASE+D1+D2        several residuals              BASE-DELTA       negated\n"
 	"  INSTRUCT-BASE     compute mode: the result is a residuals directory\n"
-	"  Terms are local directories; paths may contain '+' and '-'.\n"
+	"  A term is a local directory, a Hugging Face Hub repository (hf://ORG/NAME[@REV],\n"
+	"  or ORG/NAME when no such local path exists; REV a branch, tag or commit,\n"
+	"  default main) or a web directory (https://HOST/PATH/).  Paths and names may\n"
+	"  contain '+' and '-': a SPEC is split only where every operand resolves.\n"
 	"  Long form instead of SPEC: --base DIR --delta DIR [--scale S] ... | --instruct DIR --base DIR\n"
 	"  A scale must survive float32: 0, or a magnitude from 1.1754944e-38 to 3.4028235e38.\n"
 	"\n"
@@ -63,6 +71,16 @@ static const char usage_text[] =
 	"  --backend auto|cpu|cuda       where merges are computed (mount, export; default\n"
 	"                                $RESIDFS_BACKEND, else auto: the GPU only if\n"
 	"                                present and measured faster)\n"
+	"remote terms (mount, export, inspect, prefetch; docs/remote.md):\n"
+	"  --remote-cache-dir DIR        disk block cache (default\n"
+	"                                $XDG_CACHE_HOME/residfs/blocks or ~/.cache/residfs/blocks)\n"
+	"  --remote-cache-size SIZE      its bound, 0 to turn it off (default 10G; it also\n"
+	"                                keeps 5%% of its file system free)\n"
+	"  --remote-connections N        parallel connections, 1 to 64 (default 8)\n"
+	"  --remote-memory SIZE          remote bytes kept in memory (default 256M)\n"
+	"  --remote-timeout SECONDS      deadline of one read before EIO, 1 to 3600 (default 60)\n"
+	"  Environment: HF_ENDPOINT, HF_TOKEN / HUGGING_FACE_HUB_TOKEN / HF_TOKEN_PATH,\n"
+	"  HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE=1 (HF cache only), CURL_CA_BUNDLE.\n"
 	"mount:\n"
 	"  -f, --foreground              do not daemonize\n"
 	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other); repeated -o\n"
@@ -118,7 +136,8 @@ static double now(void)
 enum {
 	OPT_BASE = 256, OPT_DELTA, OPT_SCALE, OPT_INSTRUCT, OPT_DTYPE, OPT_ROUNDING,
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
-	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND,
+	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND, OPT_RCACHE_DIR, OPT_RCACHE_SIZE,
+	OPT_RCONN, OPT_RMEM, OPT_RTIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -140,6 +159,11 @@ static const struct option long_opts[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "cache-size", required_argument, NULL, OPT_CACHE },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "remote-cache-dir", required_argument, NULL, OPT_RCACHE_DIR },
+	{ "remote-cache-size", required_argument, NULL, OPT_RCACHE_SIZE },
+	{ "remote-connections", required_argument, NULL, OPT_RCONN },
+	{ "remote-memory", required_argument, NULL, OPT_RMEM },
+	{ "remote-timeout", required_argument, NULL, OPT_RTIMEOUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -159,6 +183,7 @@ struct cli {
 	const char *pos[4];
 	size_t npos;
 	char *fuse_opts;        /* every -o joined with ',' (owned) */
+	struct rfs_remote_conf remote;
 };
 
 /* A whole number in [@min, @max], decimal digits only (no sign, no space). */
@@ -197,7 +222,9 @@ static uint64_t phys_mem(void)
  * optional "B" or "iB" ("iB" only after a letter).  The result must be a
  * whole number of bytes, at most the machine's physical memory.
  */
-static uint64_t parse_size(const char *opt, const char *s)
+/* A size: digits, an optional fraction and K, M, G or T (powers of 1024);
+ * with @mem_bound, at most the machine's memory. */
+static uint64_t parse_size(const char *opt, const char *s, int mem_bound)
 {
 	const char *p = s, *num_end;
 	double v, mult = 1;
@@ -231,7 +258,9 @@ static uint64_t parse_size(const char *opt, const char *s)
 	v = strtod(s, NULL) * mult; /* the text is digits and one '.': strtod reads it all */
 	if (v != floor(v))
 		die_usage("%s: '%s' is not a whole number of bytes", opt, s);
-	if (v > (double)phys_mem()) {
+	if (v > 0x1p62)
+		die_usage("%s: '%s' is too large", opt, s);
+	if (mem_bound && v > (double)phys_mem()) {
 		rfs_human_bytes(phys_mem(), hb, sizeof(hb));
 		die_usage("%s: '%s' is more than this machine's memory (%s)", opt, s, hb);
 	}
@@ -265,6 +294,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 	c->opts.out_dtype = -1;
 	c->mount.readahead_kb = RFS_TUNE_READAHEAD_KB;
 	c->mount.cache_bytes = RFS_CACHE_DEFAULT_BUDGET;
+	rfs_remote_conf_default(&c->remote);
 	optind = 2;
 	while ((o = getopt_long(argc, argv, "fdo:h", long_opts, NULL)) != -1) {
 		switch (o) {
@@ -339,7 +369,26 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			c->threads = parse_uint("--threads", optarg, 1, RFS_TUNE_EXPORT_MAX_THREADS);
 			break;
 		case OPT_CACHE:
-			c->mount.cache_bytes = parse_size("--cache-size", optarg);
+			c->mount.cache_bytes = parse_size("--cache-size", optarg, 1);
+			break;
+		case OPT_RCACHE_DIR:
+			if (!*optarg)
+				die_usage("--remote-cache-dir: an empty path");
+			c->remote.cache_dir = optarg;
+			break;
+		case OPT_RCACHE_SIZE:
+			c->remote.cache_size = parse_size("--remote-cache-size", optarg, 0);
+			break;
+		case OPT_RCONN:
+			c->remote.connections = parse_uint("--remote-connections", optarg, 1, 64);
+			break;
+		case OPT_RMEM:
+			c->remote.memory = parse_size("--remote-memory", optarg, 1);
+			if (c->remote.memory < 2ull * RFS_TUNE_REMOTE_PART)
+				die_usage("--remote-memory: '%s' is less than 16M (two parts of 8 MiB)", optarg);
+			break;
+		case OPT_RTIMEOUT:
+			c->remote.timeout_s = parse_uint("--remote-timeout", optarg, 1, 3600);
 			break;
 		case OPT_BACKEND:
 			backend_given = 1;
@@ -360,6 +409,7 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			die_usage("too many arguments");
 		c->pos[c->npos++] = argv[optind];
 	}
+	rfs_remote_configure(&c->remote);
 	if (!backend_given && getenv("RESIDFS_BACKEND") && *getenv("RESIDFS_BACKEND")) {
 		c->mount.backend = rfs_backend_parse(getenv("RESIDFS_BACKEND"));
 		if (c->mount.backend < 0)
@@ -604,6 +654,159 @@ static int cmd_inspect(struct cli *c)
 		ret = rfs_inspect_json(plan, stdout, &err) ? fail(&err) : 0;
 	} else
 		rfs_inspect_text(plan, stdout);
+	rfs_plan_free(plan);
+	return ret;
+}
+
+/* ---- prefetch ------------------------------------------------------------- */
+
+/* The export's progress display over several files. */
+struct pfprog {
+	struct progress pr;
+	int quiet;
+	uint64_t base, total;
+	const char *file;
+};
+
+static void pf_progress(uint64_t done, void *ctx)
+{
+	struct pfprog *p = ctx;
+
+	if (!p->quiet)
+		show_progress(p->base + done, p->total, p->file, &p->pr);
+}
+
+/* Is @path the root of a residfs mount (/proc/self/mounts)? */
+static int is_residfs_mount(const char *path)
+{
+	char real[PATH_MAX], line[8192], mp[4096], type[256];
+	FILE *f;
+	int yes = 0;
+
+	if (!realpath(path, real) || !(f = fopen("/proc/self/mounts", "re")))
+		return 0;
+	while (!yes && fgets(line, sizeof(line), f))
+		yes = sscanf(line, "%*s %4095s %255s", mp, type) == 2 && !strcmp(mp, real) &&
+		      !strcmp(type, "fuse.residfs");
+	fclose(f);
+	return yes;
+}
+
+/* prefetch MOUNTPOINT: every file of the mount read once, which fills the
+ * disk block cache (and the page cache) on the way. */
+static int prefetch_mount(struct cli *c, const char *mp)
+{
+	struct pfprog pr = { .pr = { now(), 0, 0 }, .quiet = c->quiet };
+	DIR *d = opendir(mp);
+	struct dirent *e;
+	char *buf = malloc(RFS_TUNE_REMOTE_PART), path[PATH_MAX];
+	struct stat st;
+	int ret = 0;
+
+	if (!d || !buf) {
+		fprintf(stderr, "residfs: error: %s: %s\n", mp, strerror(errno));
+		free(buf);
+		if (d)
+			closedir(d);
+		return 1;
+	}
+	while ((e = readdir(d)))
+		if (snprintf(path, sizeof(path), "%s/%s", mp, e->d_name) < (int)sizeof(path) &&
+		    !stat(path, &st) && S_ISREG(st.st_mode))
+			pr.total += (uint64_t)st.st_size;
+	rewinddir(d);
+	while (!ret && (e = readdir(d))) {
+		uint64_t done = 0;
+		ssize_t n;
+		int fd;
+
+		if (snprintf(path, sizeof(path), "%s/%s", mp, e->d_name) >= (int)sizeof(path) ||
+		    stat(path, &st) || !S_ISREG(st.st_mode))
+			continue;
+		pr.file = e->d_name;
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "\nresidfs: error: %s: %s\n", path, strerror(errno));
+			ret = 1;
+			break;
+		}
+		while ((n = read(fd, buf, RFS_TUNE_REMOTE_PART)) > 0) {
+			done += (uint64_t)n;
+			pf_progress(done, &pr);
+		}
+		if (n < 0) {
+			fprintf(stderr, "\nresidfs: error: %s at %llu: %s\n", path, (unsigned long long)done,
+				strerror(errno));
+			ret = 1;
+		}
+		pr.base += done;
+		close(fd);
+	}
+	closedir(d);
+	free(buf);
+	if (!ret && !pr.total)
+		pf_progress(0, &pr);
+	return ret;
+}
+
+/* prefetch SPEC: every remote file of the SPEC's terms into the disk block
+ * cache, without mounting. */
+static int cmd_prefetch(struct cli *c)
+{
+	struct pfprog pr = { .quiet = c->quiet };
+	struct rfs_plan *plan = NULL;
+	struct rfs_bsrc **seen = NULL;
+	size_t nseen = 0, i, j, k;
+	int ret;
+
+	if (c->npos == 1 && !c->base && !c->instruct && is_residfs_mount(c->pos[0]))
+		return prefetch_mount(c, c->pos[0]);
+	if (!c->remote.cache_size)
+		die_usage("prefetch: the disk block cache is off (--remote-cache-size 0): nothing to fill");
+	ret = make_plan(c, 0, NULL, &plan);
+	if (ret)
+		return ret;
+	for (i = 0; i < rfs_plan_nfiles(plan); i++) {
+		const struct rfs_vfile *vf = rfs_plan_file(plan, i);
+
+		for (j = 0; j < rfs_vfile_nsrcs(vf); j++) {
+			struct rfs_bsrc *s = rfs_vfile_src(vf, j), **g;
+
+			for (k = 0; k < nseen && seen[k] != s; k++)
+				;
+			if (k < nseen || !rfs_bsrc_is_remote(s))
+				continue;
+			g = realloc(seen, (nseen + 1) * sizeof(*seen));
+			if (!g) {
+				fprintf(stderr, "residfs: error: out of memory\n");
+				free(seen);
+				rfs_plan_free(plan);
+				return 1;
+			}
+			seen = g;
+			seen[nseen++] = s;
+			pr.total += s->size;
+		}
+	}
+	pr.pr.t0 = now();
+	for (i = 0; i < nseen && !ret; i++) {
+		struct rfs_err err = { 0 };
+
+		pr.file = seen[i]->name;
+		if (rfs_remote_fill(seen[i], pf_progress, &pr, &err)) {
+			if (!c->quiet)
+				fprintf(stderr, "\n");
+			ret = fail(&err);
+		}
+		pr.base += seen[i]->size;
+	}
+	if (!ret && !c->quiet) {
+		char tb[32];
+
+		rfs_human_bytes(pr.total, tb, sizeof(tb));
+		fprintf(stderr, "prefetch: %zu remote files, %s, in the disk block cache\n", nseen, tb);
+	}
+	free(seen);
 	rfs_plan_free(plan);
 	return ret;
 }
@@ -896,6 +1099,8 @@ static int run_command(struct cli *c, const char *argv0)
 		return cmd_export(c);
 	if (!strcmp(c->cmd, "inspect"))
 		return cmd_inspect(c);
+	if (!strcmp(c->cmd, "prefetch"))
+		return cmd_prefetch(c);
 	if (!strcmp(c->cmd, "demo")) {
 		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		if (n <= 0)
@@ -918,9 +1123,10 @@ int main(int argc, char **argv)
 		return argc < 2 ? EXIT_USAGE : 0;
 	}
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
-		printf("residfs %s\n", RESIDFS_VERSION);
+		printf("residfs %s\n%s\n", RESIDFS_VERSION, rfs_http_version());
 		return 0;
 	}
+	rfs_http_global_init(); /* before any thread */
 	c.cmd = argv[1];
 	parse_args(argc, argv, &c);
 	raise_nofile();

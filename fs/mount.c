@@ -34,6 +34,7 @@
 #include "core/busguard.h"
 #include "core/cache.h"
 #include "core/read.h"
+#include "core/remote.h"
 #include "core/tunables.h"
 #include "kernels/backend.h"
 
@@ -371,6 +372,12 @@ static void raise_readahead(const char *mp, unsigned kb)
  * told that the mount is live: files opened from then on get the larger
  * readahead, and the user cannot race an unmount against this stat.
  */
+/* Remote sources' log lines once daemonized (remote.h). */
+static void log_syslog(const char *line)
+{
+	syslog(LOG_ERR, "%s", line);
+}
+
 static void *ready_thread(void *p)
 {
 	struct mnt *m = p;
@@ -394,6 +401,7 @@ static void *ready_thread(void *p)
 		close(m->notify_fd);
 		m->notify_fd = -1;
 		if (null >= 0) { /* a daemon: from now on, errors go to syslog */
+			rfs_remote_set_log(log_syslog);
 			dup2(null, 0);
 			dup2(null, 1);
 			dup2(null, 2);
@@ -460,6 +468,7 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 			goto out;
 		}
 		fflush(NULL);
+		rfs_remote_quiesce(); /* no thread survives the fork */
 		pid = fork();
 		if (pid < 0) {
 			fprintf(stderr, "residfs: error: fork: %s\n", strerror(errno));
@@ -474,6 +483,14 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		m.daemon = 1;
 		setsid();
 		openlog("residfs", LOG_PID, LOG_DAEMON);
+		{
+			struct rfs_err err = { 0 };
+
+			if (rfs_remote_resume(&err)) {
+				fprintf(stderr, "residfs: error: %s\n", err.msg);
+				goto out;
+			}
+		}
 	}
 	{
 		/* after the fork: a CUDA context does not survive one */

@@ -1,0 +1,1113 @@
+/*
+ * remote.c - the engine behind remote byte sources (remote.h).
+ *
+ * One table of blocks, keyed by (content identity, block index), under one
+ * mutex (E.lk) that is never held across network or disk I/O.  A block is
+ *
+ *   FETCH  created by a reader, want or prefetch; a job owns it: a worker
+ *          reads it from the disk cache or the network into ->data
+ *   READY  ->data holds its bytes; on the LRU list while nobody holds it
+ *   FAILED the job gave up: readers holding it fail with ->why; it leaves
+ *          the table when the last one lets go
+ *
+ * Readers take a reference on each block they need (creating the missing
+ * ones as FETCH and queueing one job per run of them), wait on E.done until
+ * none is FETCH, copy, and drop the references.  Workers take demand jobs
+ * before prefetch jobs.  Memory: every block's bytes count in E.mem from
+ * creation; readers evict unreferenced READY blocks, least recently used
+ * first, to stay within the budget (readers never wait for memory: a read
+ * larger than the budget overshoots it while it runs); prefetch only
+ * evicts blocks that were read already and otherwise waits for room.
+ */
+#include "remote.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "dcache.h"
+#include "http.h"
+#include "tunables.h"
+
+#define BS RFS_TUNE_REMOTE_BLOCK
+#define PART_BLOCKS (RFS_TUNE_REMOTE_PART / RFS_TUNE_REMOTE_BLOCK)
+#define WANT_MAX_BLOCKS 64 /* blocks one reader holds at a time */
+#define NBUCKETS 4096
+
+enum bstate { B_FETCH, B_READY, B_FAILED };
+
+struct blk {
+	struct blk *hnext;
+	struct blk *prev, *next; /* LRU, while READY and unreferenced */
+	struct rfs_dcache_key key;
+	uint64_t idx;
+	uint32_t len;
+	enum bstate st;
+	int refs;
+	int used;      /* a reader copied from it */
+	int prefetch;  /* made by prefetch (counted when first used) */
+	char *data;
+	char *why;     /* FAILED */
+	int code;
+};
+
+struct rfile {
+	struct rfs_bsrc b;
+	char *url, *name, *identity, *etag, *auth, *commit, *linked_etag;
+	int hub;
+	struct rfs_dcache_key key;
+	pthread_mutex_t lk; /* cdn, why */
+	char *cdn;          /* where the resolve URL redirected, NULL: ask it */
+	char why[512];
+	atomic_int changed;
+	atomic_int jobs;    /* queued or running */
+	atomic_uint_fast64_t next_off, window, pf_end;
+};
+
+struct job {
+	struct job *next;
+	struct rfile *f;
+	uint64_t first;
+	unsigned n;
+	int prefetch;
+	uint64_t deadline;
+};
+
+struct jq {
+	struct job *head, *tail;
+	unsigned n;
+};
+
+static struct engine {
+	pthread_mutex_t lk;
+	pthread_cond_t done;    /* a block left FETCH, a job ended */
+	pthread_cond_t work;    /* a job was queued */
+	struct blk *tab[NBUCKETS];
+	struct blk lru;         /* sentinel: lru.next is the oldest */
+	uint64_t mem;
+	struct jq demand, pref;
+	pthread_t *workers;
+	unsigned nworkers;
+	int started, stop;
+	struct rfs_dcache *dc;
+	struct rfs_remote_conf conf;
+	int configured;
+	rfs_remote_log_fn log;
+	/* counters (atomics: also bumped outside the lock) */
+	atomic_uint_fast64_t requests, bytes, retries, failures, mem_hits, disk_hits, misses,
+		prefetched, peak;
+} E = {
+	.lk = PTHREAD_MUTEX_INITIALIZER,
+	.done = PTHREAD_COND_INITIALIZER,
+	.work = PTHREAD_COND_INITIALIZER,
+};
+
+static const struct rfs_bsrc_ops rops;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void rfs_remote_conf_default(struct rfs_remote_conf *c)
+{
+	*c = (struct rfs_remote_conf){
+		.connections = RFS_TUNE_REMOTE_CONNECTIONS,
+		.memory = RFS_TUNE_REMOTE_MEMORY,
+		.timeout_s = RFS_TUNE_REMOTE_TIMEOUT_S,
+		.cache_size = RFS_TUNE_REMOTE_CACHE_SIZE,
+	};
+}
+
+void rfs_remote_configure(const struct rfs_remote_conf *c)
+{
+	pthread_mutex_lock(&E.lk);
+	E.conf = *c;
+	if (!E.conf.connections)
+		E.conf.connections = 1;
+	if (E.conf.memory < 2ull * RFS_TUNE_REMOTE_PART)
+		E.conf.memory = 2ull * RFS_TUNE_REMOTE_PART;
+	E.configured = 1;
+	pthread_mutex_unlock(&E.lk);
+}
+
+void rfs_remote_set_log(rfs_remote_log_fn fn)
+{
+	E.log = fn;
+}
+
+void rfs_remote_log(const char *fmt, ...)
+{
+	char line[1200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (E.log)
+		E.log(line);
+	else
+		fprintf(stderr, "residfs: %s\n", line);
+}
+
+/* ---- the block table (E.lk held) ------------------------------------------ */
+
+static size_t bucket(const struct rfs_dcache_key *k, uint64_t idx)
+{
+	return (size_t)((k->lo ^ (k->hi * 31) ^ (idx * 0x9E3779B97F4A7C15ull)) >> 20) % NBUCKETS;
+}
+
+static struct blk *find(const struct rfs_dcache_key *k, uint64_t idx)
+{
+	struct blk *b;
+
+	for (b = E.tab[bucket(k, idx)]; b; b = b->hnext)
+		if (b->idx == idx && b->key.lo == k->lo && b->key.hi == k->hi)
+			return b;
+	return NULL;
+}
+
+static void lru_del(struct blk *b)
+{
+	b->prev->next = b->next;
+	b->next->prev = b->prev;
+	b->prev = b->next = NULL;
+}
+
+static void lru_add(struct blk *b)
+{
+	b->prev = E.lru.prev;
+	b->next = &E.lru;
+	E.lru.prev->next = b;
+	E.lru.prev = b;
+}
+
+static void unlink_free(struct blk *b)
+{
+	struct blk **pp = &E.tab[bucket(&b->key, b->idx)];
+
+	while (*pp != b)
+		pp = &(*pp)->hnext;
+	*pp = b->hnext;
+	if (b->prev)
+		lru_del(b);
+	E.mem -= b->len;
+	free(b->data);
+	free(b->why);
+	free(b);
+}
+
+/* Drops unreferenced READY blocks, oldest first, until @need more bytes
+ * fit in the budget; @used_only: only blocks a reader has read. */
+static int make_room(uint64_t need, int used_only)
+{
+	struct blk *b = E.lru.next, *nx;
+
+	while (E.mem + need > E.conf.memory && b != &E.lru) {
+		nx = b->next;
+		if (!used_only || b->used)
+			unlink_free(b);
+		b = nx;
+	}
+	return E.mem + need <= E.conf.memory;
+}
+
+static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
+{
+	uint64_t end = (idx + 1) * (uint64_t)BS;
+	struct blk *b = calloc(1, sizeof(*b));
+	size_t h;
+
+	if (!b)
+		return NULL;
+	b->len = (uint32_t)((end > f->b.size ? f->b.size : end) - idx * (uint64_t)BS);
+	b->data = malloc(b->len);
+	if (!b->data) {
+		free(b);
+		return NULL;
+	}
+	b->key = f->key;
+	b->idx = idx;
+	b->st = B_FETCH;
+	b->prefetch = prefetch;
+	h = bucket(&b->key, idx);
+	b->hnext = E.tab[h];
+	E.tab[h] = b;
+	E.mem += b->len;
+	if (E.mem > E.peak)
+		E.peak = E.mem;
+	return b;
+}
+
+static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch, uint64_t deadline)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	struct jq *q = prefetch ? &E.pref : &E.demand;
+	unsigned i;
+
+	if (!j) { /* the blocks fail: their readers see it */
+		for (i = 0; i < n; i++) {
+			struct blk *b = find(&f->key, first + i);
+
+			b->st = B_FAILED;
+			b->code = RFS_E_NOMEM;
+		}
+		pthread_cond_broadcast(&E.done);
+		return;
+	}
+	*j = (struct job){ .f = f, .first = first, .n = n, .prefetch = prefetch, .deadline = deadline };
+	atomic_fetch_add(&f->jobs, 1);
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+	q->n++;
+	pthread_cond_signal(&E.work);
+}
+
+/*
+ * Makes the blocks [@b0, @b0 + @n) of @f present or coming: creates the
+ * missing ones and queues jobs for their runs.  With @out, takes a
+ * reference on each (out[i]).  Prefetch creates nothing it has no room for
+ * and stops at the first such block; returns the blocks it covered.
+ */
+static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk **out,
+			    int prefetch, uint64_t deadline)
+{
+	uint64_t run0 = 0;
+	unsigned i, run = 0;
+
+	for (i = 0; i < n; i++) {
+		struct blk *b = find(&f->key, b0 + i);
+
+		if (!b) {
+			uint64_t len = (b0 + i + 1) * (uint64_t)BS > f->b.size
+					       ? f->b.size - (b0 + i) * (uint64_t)BS : BS;
+
+			if (prefetch ? !make_room(len, 1) : (make_room(len, 0), 0))
+				break;
+			b = create(f, b0 + i, prefetch);
+			if (!b)
+				break;
+			if (!run)
+				run0 = b0 + i;
+			if (++run == PART_BLOCKS) {
+				queue_job(f, run0, run, prefetch, deadline);
+				run = 0;
+			}
+		} else if (run) {
+			queue_job(f, run0, run, prefetch, deadline);
+			run = 0;
+		}
+		if (out) {
+			if (b->st == B_READY && !b->refs && b->prev)
+				lru_del(b);
+			b->refs++;
+			out[i] = b;
+		}
+	}
+	if (run)
+		queue_job(f, run0, run, prefetch, deadline);
+	return i;
+}
+
+static void release_locked(struct blk *b)
+{
+	if (--b->refs)
+		return;
+	if (b->st == B_FAILED)
+		unlink_free(b);
+	else if (b->st == B_READY)
+		lru_add(b);
+}
+
+/* ---- fetching (workers; no lock held) ------------------------------------- */
+
+static void mark_changed(struct rfile *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mark_changed(struct rfile *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&f->lk);
+	if (!atomic_load(&f->changed)) {
+		va_start(ap, fmt);
+		vsnprintf(f->why, sizeof(f->why), fmt, ap);
+		va_end(ap);
+		atomic_store(&f->changed, 1);
+		rfs_remote_log("error: %s: %s; every read of it fails from now on", f->name, f->why);
+	}
+	pthread_mutex_unlock(&f->lk);
+}
+
+static int is_hex64(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return s[64] == 0;
+}
+
+/* A Hub resolve URL's answer must name the commit, content and size the
+ * mount resolved; 0 when it does, else the file is marked changed. */
+static int check_hub_headers(struct rfile *f, const struct rfs_http_req *r)
+{
+	char et[256];
+
+	rfs_http_etag_norm(r->linked_etag[0] ? r->linked_etag : r->etag, et, sizeof(et));
+	if (r->commit[0] && f->commit && strcmp(r->commit, f->commit)) {
+		mark_changed(f, "the server now answers with commit %.64s, the mount resolved %s", r->commit,
+			     f->commit);
+		return -1;
+	}
+	if (et[0] && f->linked_etag && strcmp(et, f->linked_etag)) {
+		mark_changed(f, "its content changed on the server (ETag %.80s, was %s)", et, f->linked_etag);
+		return -1;
+	}
+	if (r->linked_size >= 0 && (uint64_t)r->linked_size != f->b.size) {
+		mark_changed(f, "its size changed on the server (%lld bytes, was %llu)",
+			     (long long)r->linked_size, (unsigned long long)f->b.size);
+		return -1;
+	}
+	return 0;
+}
+
+enum verdict { V_OK, V_RETRY, V_AGAIN, V_FAIL };
+
+/* What answer @r to a range request of @f at @url means. */
+static enum verdict judge(struct rfile *f, struct rfs_http_req *r, int on_cdn, char *why,
+			  size_t whylen)
+{
+	struct rfs_err e = { 0 };
+	char et[256];
+
+	switch (r->status) {
+	case 206:
+		if (r->has_range != 1 || r->cr_first != r->off || r->cr_last != r->off + r->len - 1) {
+			snprintf(why, whylen, "the server answered another range (Content-Range %llu-%llu)",
+				 (unsigned long long)r->cr_first, (unsigned long long)r->cr_last);
+			return V_RETRY;
+		}
+		if (r->cr_total != f->b.size) {
+			mark_changed(f, "its size changed on the server (%llu bytes, was %llu)",
+				     (unsigned long long)r->cr_total, (unsigned long long)f->b.size);
+			return V_FAIL;
+		}
+		if (r->got != r->len) {
+			snprintf(why, whylen, "short body (%zu of %llu bytes)", r->got,
+				 (unsigned long long)r->len);
+			return V_RETRY;
+		}
+		rfs_http_etag_norm(r->etag, et, sizeof(et));
+		if (f->hub && !on_cdn && check_hub_headers(f, r))
+			return V_FAIL;
+		if (f->hub && on_cdn && f->linked_etag && is_hex64(f->linked_etag) && is_hex64(et) &&
+		    strcmp(et, f->linked_etag)) {
+			mark_changed(f, "the CDN serves other content (ETag %s, expected %s)", et, f->linked_etag);
+			return V_FAIL;
+		}
+		if (!f->hub && f->etag && et[0]) {
+			char want[256];
+
+			rfs_http_etag_norm(f->etag, want, sizeof(want));
+			if (strcmp(et, want)) {
+				mark_changed(f, "its ETag changed on the server (%.80s, was %s)", et, want);
+				return V_FAIL;
+			}
+		}
+		return V_OK;
+	case 301: case 302: case 303: case 307: case 308: {
+		char to[4096];
+
+		if (f->hub && !on_cdn && check_hub_headers(f, r))
+			return V_FAIL;
+		if (!r->location[0] || rfs_http_join(r->url, r->location, to, sizeof(to), &e)) {
+			snprintf(why, whylen, "redirect without a usable Location%s%.200s", e.msg[0] ? ": " : "", e.msg);
+			return V_FAIL;
+		}
+		pthread_mutex_lock(&f->lk);
+		free(f->cdn);
+		f->cdn = strdup(to);
+		pthread_mutex_unlock(&f->lk);
+		return V_AGAIN;
+	}
+	case 200:
+		snprintf(why, whylen, "the server ignored the Range and sent the whole file (200)");
+		return V_RETRY;
+	case 401: case 403: case 410:
+		if (on_cdn) { /* an expired signed URL: ask the resolve URL again */
+			pthread_mutex_lock(&f->lk);
+			free(f->cdn);
+			f->cdn = NULL;
+			pthread_mutex_unlock(&f->lk);
+			snprintf(why, whylen, "the CDN refused the signed URL (%ld): resolved again", r->status);
+			return V_AGAIN;
+		}
+		if (r->status == 410) {
+			mark_changed(f, "the server says it is gone (410)");
+			return V_FAIL;
+		}
+		if (!strcmp(r->error_code, "GatedRepo"))
+			snprintf(why, whylen,
+				 "a gated repository (%ld): accept its conditions on the Hub, then set HF_TOKEN to a token of that account%s",
+				 r->status, f->auth ? " (the token given has no access)" : "");
+		else
+			snprintf(why, whylen, "access refused (%ld%s%s)%s", r->status, r->error_code[0] ? " " : "",
+				 r->error_code, f->auth ? "" : ": a token may be needed (HF_TOKEN)");
+		return V_FAIL;
+	case 404:
+		mark_changed(f, "no longer on the server (404)");
+		return V_FAIL;
+	case 412:
+		mark_changed(f, "its ETag changed on the server (If-Match failed: 412)");
+		return V_FAIL;
+	case 416:
+		mark_changed(f, "the server says the range is past its end (416): the file is shorter now");
+		return V_FAIL;
+	case 408: case 429: case 500: case 502: case 503: case 504:
+		snprintf(why, whylen, "the server answered %ld", r->status);
+		return V_RETRY;
+	default:
+		snprintf(why, whylen, "unexpected answer %ld", r->status);
+		return V_FAIL;
+	}
+}
+
+static void sleep_ms(uint64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/*
+ * Reads [@off, @off + @len) of @f into @dst from the network, retrying until
+ * @deadline.  0, or an rfs code with @why (or the file's change) saying why.
+ */
+static int fetch_range(struct rfile *f, void *dst, uint64_t off, uint64_t len, uint64_t deadline,
+		       char *why, size_t whylen)
+{
+	uint64_t backoff = 1000;
+	unsigned attempts = 0, hops = 0;
+	char url[4096], last[320] = "";
+
+	for (;;) {
+		struct rfs_http_req r = { 0 };
+		uint64_t now = now_ns(), wait;
+		int on_cdn = 0;
+		enum verdict v;
+
+		if (atomic_load(&f->changed))
+			return RFS_E_CHANGED;
+		pthread_mutex_lock(&f->lk);
+		if (f->cdn) {
+			snprintf(url, sizeof(url), "%s", f->cdn);
+			on_cdn = 1;
+		} else {
+			snprintf(url, sizeof(url), "%s", f->url);
+		}
+		pthread_mutex_unlock(&f->lk);
+		if (now >= deadline) {
+			snprintf(why, whylen, "no answer within %.0f s%s%s", E.conf.timeout_s,
+				 last[0] ? ": " : "", last);
+			return RFS_E_IO;
+		}
+		r.url = url;
+		r.off = off;
+		r.len = len;
+		r.dst = dst;
+		r.auth = f->auth && rfs_http_same_origin(url, f->url) ? f->auth : NULL;
+		r.if_match = f->hub ? NULL : f->etag;
+		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
+		r.stall_s = E.conf.timeout_s >= 60 ? 15 : E.conf.timeout_s >= 8 ? (long)(E.conf.timeout_s / 4) : 2;
+		atomic_fetch_add(&E.requests, 1);
+		switch (rfs_http_do(&r)) {
+		case RFS_HTTP_FATAL:
+			snprintf(why, whylen, "%s", r.why);
+			rfs_http_reset(&r);
+			return RFS_E_IO;
+		case RFS_HTTP_TRANSIENT:
+			snprintf(last, sizeof(last), "%s", r.why);
+			v = V_RETRY;
+			break;
+		default:
+			if (r.overflow) {
+				snprintf(last, sizeof(last), "the server sent more bytes than asked for");
+				v = V_RETRY;
+			} else {
+				v = judge(f, &r, on_cdn, last, sizeof(last));
+			}
+			if (v == V_OK)
+				atomic_fetch_add(&E.bytes, len);
+			break;
+		}
+		rfs_http_reset(&r);
+		if (v == V_OK)
+			return 0;
+		if (v == V_FAIL) {
+			snprintf(why, whylen, "%s", atomic_load(&f->changed) ? f->why : last);
+			return atomic_load(&f->changed) ? RFS_E_CHANGED : RFS_E_IO;
+		}
+		if (v == V_AGAIN && ++hops <= RFS_TUNE_REMOTE_MAX_REDIRECTS)
+			continue;
+		/* V_RETRY, or redirects going round: back off */
+		attempts++;
+		atomic_fetch_add(&E.retries, 1);
+		wait = r.retry_after >= 0 && (uint64_t)r.retry_after * 1000 > backoff
+			       ? (uint64_t)r.retry_after * 1000 : backoff;
+		if (E.conf.verbose)
+			rfs_remote_log("%s: bytes %llu-%llu: attempt %u: %s; again in %llu ms", f->name,
+				       (unsigned long long)off, (unsigned long long)(off + len - 1), attempts,
+				       last, (unsigned long long)wait);
+		if (now_ns() + wait * 1000000ull >= deadline) {
+			snprintf(why, whylen, "gave up within the %.0f s deadline after %u attempts: %s",
+				 E.conf.timeout_s, attempts, last);
+			return RFS_E_IO;
+		}
+		sleep_ms(wait);
+		backoff = backoff * 2 > RFS_TUNE_REMOTE_BACKOFF_MAX_MS ? RFS_TUNE_REMOTE_BACKOFF_MAX_MS
+								      : backoff * 2;
+		hops = 0;
+	}
+}
+
+/* Gets the blocks of @j: from the disk cache, then the network in runs. */
+static void run_job(struct job *j)
+{
+	struct rfile *f = j->f;
+	struct blk *bl[PART_BLOCKS];
+	int code[PART_BLOCKS];
+	char why[512] = "";
+	unsigned i, k;
+
+	pthread_mutex_lock(&E.lk);
+	for (i = 0; i < j->n; i++)
+		bl[i] = find(&f->key, j->first + i); /* FETCH blocks stay: this job owns them */
+	pthread_mutex_unlock(&E.lk);
+	for (i = 0; i < j->n; i++) {
+		code[i] = 1; /* still needed */
+		if (E.dc && rfs_dcache_get(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len)) {
+			code[i] = 0;
+			atomic_fetch_add(&E.disk_hits, 1);
+		}
+	}
+	for (i = 0; i < j->n; i = k) {
+		uint64_t off, len;
+		char *buf;
+		int rc;
+
+		if (code[i] != 1) {
+			k = i + 1;
+			continue;
+		}
+		for (k = i; k < j->n && code[k] == 1; k++)
+			;
+		off = bl[i]->idx * (uint64_t)BS;
+		len = bl[k - 1]->idx * (uint64_t)BS + bl[k - 1]->len - off;
+		atomic_fetch_add(&E.misses, k - i);
+		buf = k - i == 1 ? bl[i]->data : malloc(len);
+		rc = buf ? fetch_range(f, buf, off, len, j->deadline, why, sizeof(why)) : RFS_E_NOMEM;
+		if (!rc && buf != bl[i]->data) {
+			unsigned m;
+
+			for (m = i; m < k; m++)
+				memcpy(bl[m]->data, buf + (bl[m]->idx * (uint64_t)BS - off), bl[m]->len);
+		}
+		if (buf != bl[i]->data)
+			free(buf);
+		if (rc) {
+			if (!why[0])
+				snprintf(why, sizeof(why), "out of memory");
+			atomic_fetch_add(&E.failures, 1);
+			rfs_remote_log("error: %s: bytes %llu-%llu: %s", f->name, (unsigned long long)off,
+				       (unsigned long long)(off + len - 1), why);
+		}
+		while (i < k) {
+			code[i] = rc;
+			if (!rc && E.dc)
+				rfs_dcache_put(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len);
+			i++;
+		}
+	}
+	pthread_mutex_lock(&E.lk);
+	for (i = 0; i < j->n; i++) {
+		struct blk *b = bl[i];
+
+		if (code[i]) {
+			b->st = B_FAILED;
+			b->code = code[i];
+			b->why = strdup(why);
+			if (!b->refs)
+				unlink_free(b);
+		} else {
+			b->st = B_READY;
+			if (!b->refs)
+				lru_add(b);
+		}
+	}
+	atomic_fetch_sub(&f->jobs, 1);
+	pthread_cond_broadcast(&E.done);
+	pthread_mutex_unlock(&E.lk);
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&E.lk);
+	while (!E.stop) {
+		struct jq *q = E.demand.head ? &E.demand : E.pref.head ? &E.pref : NULL;
+		struct job *j;
+
+		if (!q) {
+			pthread_cond_wait(&E.work, &E.lk);
+			continue;
+		}
+		j = q->head;
+		q->head = j->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->n--;
+		pthread_mutex_unlock(&E.lk);
+		run_job(j);
+		free(j);
+		pthread_mutex_lock(&E.lk);
+	}
+	pthread_mutex_unlock(&E.lk);
+	return NULL;
+}
+
+static const char *default_cache_dir(char *buf, size_t len)
+{
+	const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+
+	if (x && *x == '/')
+		snprintf(buf, len, "%s/residfs/blocks", x);
+	else if (h && *h)
+		snprintf(buf, len, "%s/.cache/residfs/blocks", h);
+	else
+		return NULL;
+	return buf;
+}
+
+static int start_workers(void);
+
+/* Starts the workers and opens the disk cache, once. */
+static enum rfs_code start(struct rfs_err *err)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&E.lk);
+	if (E.started)
+		goto out;
+	if (!E.configured) {
+		rfs_remote_conf_default(&E.conf);
+		E.configured = 1;
+	}
+	rfs_http_global_init();
+	E.lru.next = E.lru.prev = &E.lru;
+	if (E.conf.cache_size) {
+		char dbuf[4096];
+		const char *dir = E.conf.cache_dir ? E.conf.cache_dir : default_cache_dir(dbuf, sizeof(dbuf));
+		struct rfs_dcache_conf dc = { .dir = dir, .max_bytes = E.conf.cache_size, .min_free_pct = 5,
+					      .block_size = BS };
+		struct rfs_err e = { 0 };
+
+		if (!dir || rfs_dcache_open(&dc, &E.dc, &e)) {
+			rfs_remote_log("warning: no disk block cache: %s", dir ? e.msg : "no HOME");
+			E.dc = NULL;
+		}
+	}
+	if (start_workers()) {
+		ret = rfs_errf(err, RFS_E_IO, "cannot start remote worker threads");
+		goto out;
+	}
+	E.started = 1;
+out:
+	pthread_mutex_unlock(&E.lk);
+	return ret;
+}
+
+/* Joins the workers; E.lk not held.  Queued jobs stay queued. */
+static void stop_workers(void)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&E.lk);
+	E.stop = 1;
+	pthread_cond_broadcast(&E.work);
+	pthread_mutex_unlock(&E.lk);
+	for (i = 0; i < E.nworkers; i++)
+		pthread_join(E.workers[i], NULL);
+	pthread_mutex_lock(&E.lk);
+	free(E.workers);
+	E.workers = NULL;
+	E.nworkers = 0;
+	E.stop = 0;
+	pthread_mutex_unlock(&E.lk);
+}
+
+static int start_workers(void)
+{
+	unsigned i;
+
+	E.workers = calloc(E.conf.connections, sizeof(*E.workers));
+	if (!E.workers)
+		return -1;
+	for (i = 0; i < E.conf.connections; i++) {
+		if (pthread_create(&E.workers[i], NULL, worker, NULL))
+			break;
+		E.nworkers++;
+	}
+	return E.nworkers ? 0 : -1;
+}
+
+void rfs_remote_quiesce(void)
+{
+	if (E.started && E.nworkers)
+		stop_workers();
+}
+
+enum rfs_code rfs_remote_resume(struct rfs_err *err)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&E.lk);
+	if (E.started && !E.nworkers && start_workers())
+		ret = rfs_errf(err, RFS_E_IO, "cannot start remote worker threads");
+	pthread_mutex_unlock(&E.lk);
+	return ret;
+}
+
+void rfs_remote_shutdown(void)
+{
+	size_t h;
+
+	if (!E.started)
+		return;
+	stop_workers();
+	for (h = 0; h < NBUCKETS; h++)
+		while (E.tab[h])
+			unlink_free(E.tab[h]);
+	rfs_dcache_close(E.dc);
+	E.dc = NULL;
+	E.started = 0;
+	E.stop = 0;
+}
+
+/* ---- the byte source ------------------------------------------------------- */
+
+static uint64_t deadline_from_now(void)
+{
+	return now_ns() + (uint64_t)(E.conf.timeout_s * 1e9);
+}
+
+/* After a read at @off of @len bytes: the sequential window and what it
+ * prefetches (E.lk held). */
+static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
+{
+	uint64_t prev = atomic_exchange(&f->next_off, off + len), win = atomic_load(&f->window);
+	uint64_t end = off + len, from, to, b0, b1;
+
+	if (off + 2ull * BS < prev || off > prev + RFS_TUNE_REMOTE_WINDOW) { /* a seek */
+		atomic_store(&f->window, 0);
+		atomic_store(&f->pf_end, end);
+		return;
+	}
+	win = win ? win * 2 : RFS_TUNE_REMOTE_PART;
+	if (win > RFS_TUNE_REMOTE_WINDOW)
+		win = RFS_TUNE_REMOTE_WINDOW;
+	atomic_store(&f->window, win);
+	from = atomic_load(&f->pf_end);
+	if (from < end || from > end + RFS_TUNE_REMOTE_WINDOW)
+		from = end;
+	to = end + win > f->b.size ? f->b.size : end + win;
+	if (from >= to)
+		return;
+	b0 = from / BS;
+	b1 = (to - 1) / BS;
+	if (E.pref.n >= 4 * E.nworkers)
+		return;
+	b0 += want_locked(f, b0, (unsigned)(b1 - b0 + 1), NULL, 1, deadline_from_now());
+	atomic_store(&f->pf_end, b0 * (uint64_t)BS > to ? to : b0 * (uint64_t)BS);
+}
+
+static enum rfs_code changed_err(struct rfile *f, struct rfs_err *err)
+{
+	pthread_mutex_lock(&f->lk);
+	rfs_errf(err, RFS_E_CHANGED, "%s: %s", f->name, f->why);
+	pthread_mutex_unlock(&f->lk);
+	return RFS_E_CHANGED;
+}
+
+static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t off,
+			    struct rfs_err *err)
+{
+	struct rfile *f = (struct rfile *)s;
+	uint64_t deadline = deadline_from_now(), b, bend;
+	struct blk *bl[WANT_MAX_BLOCKS];
+	char *dst = buf;
+	int ret = 0;
+
+	if (atomic_load(&f->changed))
+		return changed_err(f, err);
+	if (off > s->size || len > s->size - off)
+		return rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu are past its end (%llu bytes)", f->name,
+				(unsigned long long)off, (unsigned long long)(off + len),
+				(unsigned long long)s->size);
+	if (!len)
+		return 0;
+	bend = (off + len - 1) / BS + 1;
+	pthread_mutex_lock(&E.lk);
+	/* the whole range comes at once, in parallel; then the window ahead */
+	want_locked(f, off / BS, (unsigned)(bend - off / BS < 4096 ? bend - off / BS : 4096), NULL, 0,
+		    deadline);
+	prefetch_locked(f, off, len);
+	for (b = off / BS; b < bend && !ret;) {
+		unsigned n = bend - b > WANT_MAX_BLOCKS ? WANT_MAX_BLOCKS : (unsigned)(bend - b), i;
+		struct timespec ts;
+		int waiting;
+
+		n = want_locked(f, b, n, bl, 0, deadline);
+		ts.tv_sec = 0;
+		for (;;) {
+			struct timespec now;
+			uint64_t dl_real;
+
+			waiting = 0;
+			for (i = 0; i < n; i++)
+				waiting |= bl[i]->st == B_FETCH;
+			if (!waiting)
+				break;
+			/* the worker gives up by the deadline: wait a little past it */
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (now_ns() > deadline + 2000000000ull)
+				break;
+			dl_real = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 500000000ull;
+			ts.tv_sec = (time_t)(dl_real / 1000000000ull);
+			ts.tv_nsec = (long)(dl_real % 1000000000ull);
+			pthread_cond_timedwait(&E.done, &E.lk, &ts);
+		}
+		for (i = 0; i < n; i++) {
+			struct blk *x = bl[i];
+			uint64_t bo = x->idx * (uint64_t)BS;
+			uint64_t from = off > bo ? off - bo : 0;
+			uint64_t to = off + len < bo + x->len ? off + len - bo : x->len;
+
+			if (!ret && x->st == B_READY) {
+				memcpy(dst + (bo + from - off), x->data + from, to - from);
+				if (!x->used) {
+					x->used = 1;
+					if (x->prefetch)
+						atomic_fetch_add(&E.prefetched, 1);
+				} else {
+					atomic_fetch_add(&E.mem_hits, 1);
+				}
+			} else if (!ret) {
+				ret = x->st == B_FETCH
+					      ? rfs_errf(err, RFS_E_IO,
+							 "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
+							 (unsigned long long)off, (unsigned long long)(off + len - 1),
+							 E.conf.timeout_s)
+					      : x->code == RFS_E_CHANGED
+						? RFS_E_CHANGED
+						: rfs_errf(err, x->code ? x->code : RFS_E_IO, "%s: bytes %llu-%llu: %s",
+							   f->name, (unsigned long long)off,
+							   (unsigned long long)(off + len - 1), x->why ? x->why : "failed");
+			}
+			release_locked(x);
+		}
+		b += n;
+		if (!n) /* out of memory creating a block */
+			ret = rfs_errf(err, RFS_E_NOMEM, "%s: out of memory", f->name);
+	}
+	pthread_mutex_unlock(&E.lk);
+	if (ret == RFS_E_CHANGED)
+		return changed_err(f, err);
+	return ret;
+}
+
+static void rwant(struct rfs_bsrc *s, uint64_t off, uint64_t len)
+{
+	struct rfile *f = (struct rfile *)s;
+	uint64_t b0, b1;
+
+	if (!len || off >= s->size || atomic_load(&f->changed))
+		return;
+	if (len > s->size - off)
+		len = s->size - off;
+	b0 = off / BS;
+	b1 = (off + len - 1) / BS;
+	pthread_mutex_lock(&E.lk);
+	want_locked(f, b0, (unsigned)(b1 - b0 + 1 < 4096 ? b1 - b0 + 1 : 4096), NULL, 0, deadline_from_now());
+	pthread_mutex_unlock(&E.lk);
+}
+
+int rfs_bsrc_is_remote(const struct rfs_bsrc *s)
+{
+	return s && s->ops == &rops;
+}
+
+static enum rfs_code rcheck(struct rfs_bsrc *s, int force, struct rfs_err *err)
+{
+	struct rfile *f = (struct rfile *)s;
+
+	(void)force;
+	return atomic_load(&f->changed) ? changed_err(f, err) : 0;
+}
+
+static void rclose(struct rfs_bsrc *s)
+{
+	struct rfile *f = (struct rfile *)s;
+	struct jq *qs[2] = { &E.demand, &E.pref };
+	unsigned q;
+
+	pthread_mutex_lock(&E.lk);
+	/* queued jobs of this file go; running ones are waited for */
+	for (q = 0; q < 2; q++) {
+		struct job **pp = &qs[q]->head, *prev = NULL;
+
+		while (*pp) {
+			struct job *j = *pp;
+
+			if (j->f != f) {
+				prev = j;
+				pp = &j->next;
+				continue;
+			}
+			*pp = j->next;
+			if (qs[q]->tail == j)
+				qs[q]->tail = prev;
+			qs[q]->n--;
+			for (unsigned i = 0; i < j->n; i++) {
+				struct blk *b = find(&f->key, j->first + i);
+
+				b->st = B_FAILED;
+				b->code = RFS_E_IO;
+				if (!b->refs)
+					unlink_free(b);
+			}
+			atomic_fetch_sub(&f->jobs, 1);
+			free(j);
+		}
+	}
+	pthread_cond_broadcast(&E.done);
+	while (atomic_load(&f->jobs))
+		pthread_cond_wait(&E.done, &E.lk);
+	pthread_mutex_unlock(&E.lk);
+	pthread_mutex_destroy(&f->lk);
+	free(f->url);
+	free(f->name);
+	free(f->identity);
+	free(f->etag);
+	free(f->auth);
+	free(f->commit);
+	free(f->linked_etag);
+	free(f->cdn);
+	free(f);
+}
+
+static const struct rfs_bsrc_ops rops = {
+	.pread = rpread,
+	.map = NULL,
+	.unmap = NULL,
+	.check = rcheck,
+	.close = rclose,
+	.want = rwant,
+};
+
+static char *dup_or_null(const char *s, int *bad)
+{
+	char *d;
+
+	if (!s)
+		return NULL;
+	d = strdup(s);
+	if (!d)
+		*bad = 1;
+	return d;
+}
+
+enum rfs_code rfs_remote_open(const struct rfs_remote_file *rf, struct rfs_bsrc **out,
+			      struct rfs_err *err)
+{
+	struct rfile *f;
+	int bad = 0, ret;
+
+	ret = start(err);
+	if (ret)
+		return ret;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	f->url = dup_or_null(rf->url, &bad);
+	f->name = dup_or_null(rf->name, &bad);
+	f->identity = dup_or_null(rf->identity, &bad);
+	f->etag = dup_or_null(rf->etag, &bad);
+	f->auth = dup_or_null(rf->auth, &bad);
+	f->commit = dup_or_null(rf->commit, &bad);
+	f->linked_etag = dup_or_null(rf->linked_etag, &bad);
+	pthread_mutex_init(&f->lk, NULL);
+	f->hub = rf->hub;
+	if (bad || !f->url || !f->name || !f->identity) {
+		rclose(&f->b);
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	}
+	f->key = rfs_dcache_key_of(f->identity, strlen(f->identity));
+	f->b.ops = &rops;
+	f->b.size = rf->size;
+	f->b.name = f->name;
+	f->b.mtime_ns = rf->mtime_ns;
+	f->b.mode = 0444;
+	f->b.id = (struct rfs_bsrc_id){ .dev = 0, .ino = XXH3_64bits(f->identity, strlen(f->identity)),
+					.size = rf->size, .mtime_ns = rf->mtime_ns };
+	*out = &f->b;
+	return 0;
+}
+
+enum rfs_code rfs_remote_fill(struct rfs_bsrc *s, void (*progress)(uint64_t done, void *ctx),
+			      void *ctx, struct rfs_err *err)
+{
+	uint64_t off;
+	char *buf;
+	int ret = 0;
+
+	if (!rfs_bsrc_is_remote(s))
+		return 0;
+	buf = malloc(RFS_TUNE_REMOTE_PART);
+	if (!buf)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	for (off = 0; off < s->size && !ret; off += RFS_TUNE_REMOTE_PART) {
+		size_t n = s->size - off < RFS_TUNE_REMOTE_PART ? (size_t)(s->size - off) : RFS_TUNE_REMOTE_PART;
+
+		ret = rpread(s, buf, n, off, err);
+		if (!ret && progress)
+			progress(off + n, ctx);
+	}
+	free(buf);
+	return ret;
+}
+
+void rfs_remote_stats(struct rfs_remote_stats *o)
+{
+	pthread_mutex_lock(&E.lk);
+	*o = (struct rfs_remote_stats){
+		.requests = E.requests, .bytes_fetched = E.bytes, .retries = E.retries,
+		.failures = E.failures, .mem_hits = E.mem_hits, .disk_hits = E.disk_hits,
+		.misses = E.misses, .prefetched = E.prefetched, .mem_bytes = E.mem, .mem_peak = E.peak,
+	};
+	pthread_mutex_unlock(&E.lk);
+}
