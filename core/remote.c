@@ -859,6 +859,7 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 	struct rfile *f = (struct rfile *)s;
 	uint64_t deadline = deadline_from_now(), b, bend;
 	struct blk *bl[WANT_MAX_BLOCKS];
+	enum bstate st[WANT_MAX_BLOCKS];
 	char *dst = buf;
 	int ret = 0;
 
@@ -901,32 +902,40 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 			ts.tv_nsec = (long)(dl_real % 1000000000ull);
 			pthread_cond_timedwait(&E.done, &E.lk, &ts);
 		}
-		for (i = 0; i < n; i++) {
+		/* the blocks are held: READY ones cannot change or go, so
+		 * their bytes are copied without the lock */
+		for (i = 0; i < n; i++)
+			st[i] = bl[i]->st;
+		pthread_mutex_unlock(&E.lk);
+		for (i = 0; i < n && !ret; i++) {
 			struct blk *x = bl[i];
 			uint64_t bo = x->idx * (uint64_t)BS;
 			uint64_t from = off > bo ? off - bo : 0;
 			uint64_t to = off + len < bo + x->len ? off + len - bo : x->len;
 
-			if (!ret && x->st == B_READY) {
+			if (st[i] == B_READY)
 				memcpy(dst + (bo + from - off), x->data + from, to - from);
-				if (!x->used) {
-					x->used = 1;
-					if (x->prefetch)
-						atomic_fetch_add(&E.prefetched, 1);
-				} else {
-					atomic_fetch_add(&E.mem_hits, 1);
-				}
-			} else if (!ret) {
-				ret = x->st == B_FETCH
-					      ? rfs_errf(err, RFS_E_IO,
-							 "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
-							 (unsigned long long)off, (unsigned long long)(off + len - 1),
-							 E.conf.timeout_s)
-					      : x->code == RFS_E_CHANGED
-						? RFS_E_CHANGED
-						: rfs_errf(err, x->code ? x->code : RFS_E_IO, "%s: bytes %llu-%llu: %s",
-							   f->name, (unsigned long long)off,
-							   (unsigned long long)(off + len - 1), x->why ? x->why : "failed");
+			else
+				ret = st[i] == B_FETCH ? 1 : x->code == RFS_E_CHANGED ? RFS_E_CHANGED : 2;
+		}
+		pthread_mutex_lock(&E.lk);
+		if (ret == 1) /* still coming: past the deadline */
+			ret = rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
+				       (unsigned long long)off, (unsigned long long)(off + len - 1),
+				       E.conf.timeout_s);
+		for (i = 0; i < n; i++) {
+			struct blk *x = bl[i];
+
+			if (ret == 2 && st[i] == B_FAILED) /* failed: say why */
+				ret = rfs_errf(err, x->code ? x->code : RFS_E_IO, "%s: bytes %llu-%llu: %s",
+					       f->name, (unsigned long long)off, (unsigned long long)(off + len - 1),
+					       x->why ? x->why : "failed");
+			if (st[i] == B_READY && !x->used) {
+				x->used = 1;
+				if (x->prefetch)
+					atomic_fetch_add(&E.prefetched, 1);
+			} else if (st[i] == B_READY) {
+				atomic_fetch_add(&E.mem_hits, 1);
 			}
 			release_locked(x);
 		}

@@ -318,10 +318,11 @@ enum rfs_code rfs_spec_parse(const char *text, rfs_spec_isdir_fn isdir, void *ct
 				       text);
 		else
 			ret = rfs_errf(err, RFS_E_SPEC,
-				       "SPEC '%s': no way to split it into existing directories joined by '+' or '-': "
-				       "no directory '%s'%s (for unusual paths use --base/--delta/--instruct)",
+				       "SPEC '%s': no way to split it into existing directories or remote terms joined by '+' or '-': "
+				       "no directory or Hub repository '%s'%s (for unusual paths use --base/--delta/--instruct; "
+				       "hf://ORG/NAME names a Hub repository outright)",
 				       text, text + s->furthest,
-				       s->furthest ? " (nor any directory that a '+' or '-' in it would start)" : "");
+				       s->furthest ? " (nor any that a '+' or '-' in it would start)" : "");
 		goto out;
 	}
 	if (s->found[0].nterms == 1) {
