@@ -78,7 +78,6 @@ struct job {
 	uint64_t first;
 	unsigned n;
 	int prefetch;
-	uint64_t deadline;
 };
 
 struct jq {
@@ -250,7 +249,7 @@ static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
 	return b;
 }
 
-static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch, uint64_t deadline)
+static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	struct jq *q = prefetch ? &E.pref : &E.demand;
@@ -266,7 +265,7 @@ static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch,
 		pthread_cond_broadcast(&E.done);
 		return;
 	}
-	*j = (struct job){ .f = f, .first = first, .n = n, .prefetch = prefetch, .deadline = deadline };
+	*j = (struct job){ .f = f, .first = first, .n = n, .prefetch = prefetch };
 	atomic_fetch_add(&f->jobs, 1);
 	if (q->tail)
 		q->tail->next = j;
@@ -284,7 +283,7 @@ static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch,
  * and stops at the first such block; returns the blocks it covered.
  */
 static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk **out,
-			    int prefetch, uint64_t deadline)
+			    int prefetch)
 {
 	uint64_t run0 = 0;
 	unsigned i, run = 0;
@@ -296,7 +295,9 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 			uint64_t len = (b0 + i + 1) * (uint64_t)BS > f->b.size
 					       ? f->b.size - (b0 + i) * (uint64_t)BS : BS;
 
-			if (prefetch ? !make_room(len, 1) : (make_room(len, 0), 0))
+			/* readers make room as they can and go on; prefetch
+			 * only takes room that is free or already read */
+			if (!make_room(len, prefetch) && prefetch)
 				break;
 			b = create(f, b0 + i, prefetch);
 			if (!b)
@@ -304,11 +305,11 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 			if (!run)
 				run0 = b0 + i;
 			if (++run == PART_BLOCKS) {
-				queue_job(f, run0, run, prefetch, deadline);
+				queue_job(f, run0, run, prefetch);
 				run = 0;
 			}
 		} else if (run) {
-			queue_job(f, run0, run, prefetch, deadline);
+			queue_job(f, run0, run, prefetch);
 			run = 0;
 		}
 		if (out) {
@@ -319,7 +320,7 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 		}
 	}
 	if (run)
-		queue_job(f, run0, run, prefetch, deadline);
+		queue_job(f, run0, run, prefetch);
 	return i;
 }
 
@@ -585,6 +586,8 @@ static int fetch_range(struct rfile *f, void *dst, uint64_t off, uint64_t len, u
 	}
 }
 
+static uint64_t deadline_from_now(void);
+
 /* Gets the blocks of @j: from the disk cache, then the network in runs. */
 static void run_job(struct job *j)
 {
@@ -620,7 +623,9 @@ static void run_job(struct job *j)
 		len = bl[k - 1]->idx * (uint64_t)BS + bl[k - 1]->len - off;
 		atomic_fetch_add(&E.misses, k - i);
 		buf = k - i == 1 ? bl[i]->data : malloc(len);
-		rc = buf ? fetch_range(f, buf, off, len, j->deadline, why, sizeof(why)) : RFS_E_NOMEM;
+		/* the deadline runs from the fetch's start: a job that waited in
+		 * the queue still gets its time (readers bound their own wait) */
+		rc = buf ? fetch_range(f, buf, off, len, deadline_from_now(), why, sizeof(why)) : RFS_E_NOMEM;
 		if (!rc && buf != bl[i]->data) {
 			unsigned m;
 
@@ -841,7 +846,7 @@ static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
 	b1 = (to - 1) / BS;
 	if (E.pref.n >= 4 * E.nworkers)
 		return;
-	b0 += want_locked(f, b0, (unsigned)(b1 - b0 + 1), NULL, 1, deadline_from_now());
+	b0 += want_locked(f, b0, (unsigned)(b1 - b0 + 1), NULL, 1);
 	atomic_store(&f->pf_end, b0 * (uint64_t)BS > to ? to : b0 * (uint64_t)BS);
 }
 
@@ -874,15 +879,14 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 	bend = (off + len - 1) / BS + 1;
 	pthread_mutex_lock(&E.lk);
 	/* the whole range comes at once, in parallel; then the window ahead */
-	want_locked(f, off / BS, (unsigned)(bend - off / BS < 4096 ? bend - off / BS : 4096), NULL, 0,
-		    deadline);
+	want_locked(f, off / BS, (unsigned)(bend - off / BS < 4096 ? bend - off / BS : 4096), NULL, 0);
 	prefetch_locked(f, off, len);
 	for (b = off / BS; b < bend && !ret;) {
 		unsigned n = bend - b > WANT_MAX_BLOCKS ? WANT_MAX_BLOCKS : (unsigned)(bend - b), i;
 		struct timespec ts;
 		int waiting;
 
-		n = want_locked(f, b, n, bl, 0, deadline);
+		n = want_locked(f, b, n, bl, 0);
 		ts.tv_sec = 0;
 		for (;;) {
 			struct timespec now;
@@ -961,7 +965,7 @@ static void rwant(struct rfs_bsrc *s, uint64_t off, uint64_t len)
 	b0 = off / BS;
 	b1 = (off + len - 1) / BS;
 	pthread_mutex_lock(&E.lk);
-	want_locked(f, b0, (unsigned)(b1 - b0 + 1 < 4096 ? b1 - b0 + 1 : 4096), NULL, 0, deadline_from_now());
+	want_locked(f, b0, (unsigned)(b1 - b0 + 1 < 4096 ? b1 - b0 + 1 : 4096), NULL, 0);
 	pthread_mutex_unlock(&E.lk);
 }
 
