@@ -67,6 +67,14 @@ struct rfs_bsrc_ops {
 	 * the fetches of several operands then travel together); NULL for
 	 * sources whose bytes are at hand. */
 	void (*want)(struct rfs_bsrc *s, uint64_t off, uint64_t len);
+	/* Remote sources: points *@at at [@off, @off + @len) in memory the
+	 * source holds until unpin(*@token), without a copy, when the range
+	 * lies in one of its blocks; *@at NULL (and 0) when it does not (the
+	 * caller reads with pread).  An error only when the bytes cannot be
+	 * had.  NULL for sources that map. */
+	enum rfs_code (*pin)(struct rfs_bsrc *s, uint64_t off, size_t len, const char **at,
+			     void **token, struct rfs_err *err);
+	void (*unpin)(struct rfs_bsrc *s, void *token);
 };
 
 struct rfs_bsrc {

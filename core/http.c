@@ -182,6 +182,27 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 	return n;
 }
 
+/* Copies @n body bytes to where byte r->got goes in r->iov. */
+static void scatter(struct rfs_http_req *r, const char *p, size_t n)
+{
+	size_t at = r->got;
+	int i;
+
+	for (i = 0; i < r->niov && n; i++) {
+		size_t l = r->iov[i].iov_len, k;
+
+		if (at >= l) {
+			at -= l;
+			continue;
+		}
+		k = l - at < n ? l - at : n;
+		memcpy((char *)r->iov[i].iov_base + at, p, k);
+		p += k;
+		n -= k;
+		at = 0;
+	}
+}
+
 /* A range's body goes to dst only with 206; any other answer keeps at
  * most ERR_BODY_MAX bytes of its body (for the message) and, past that,
  * ends the transfer rather than read a whole file nobody asked for. */
@@ -193,16 +214,19 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 
 	if (r->head)
 		return n;
-	if (r->dst && r->status == 206) {
+	if ((r->dst || r->iov) && r->status == 206) {
 		if (r->got + n > r->len) {
 			r->overflow = 1;
 			return 0;
 		}
-		memcpy((char *)r->dst + r->got, ptr, n);
+		if (r->dst)
+			memcpy((char *)r->dst + r->got, ptr, n);
+		else
+			scatter(r, ptr, n);
 		r->got += n;
 		return n;
 	}
-	cap = r->dst || (r->status != 200 && r->status != 206) ? ERR_BODY_MAX : r->max_body;
+	cap = r->dst || r->iov || (r->status != 200 && r->status != 206) ? ERR_BODY_MAX : r->max_body;
 	if (r->got + n > cap) {
 		if (cap == ERR_BODY_MAX)
 			r->cut = 1;
@@ -279,6 +303,10 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 	if (r->head)
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	if (r->len) {
+		/* large receive calls for large ranges: fewer system calls and
+		 * callbacks per MiB (the default is 16 KiB) */
+		if (r->len >= (1u << 20))
+			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
 		snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)r->off,
 			 (unsigned long long)(r->off + r->len - 1));
 		curl_easy_setopt(h, CURLOPT_RANGE, range);

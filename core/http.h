@@ -28,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "err.h"
 
@@ -39,6 +40,8 @@ struct rfs_http_req {
 	const char *auth;        /* a whole "Authorization: ..." line, or NULL */
 	const char *if_match;    /* an ETag, sent as If-Match, or NULL */
 	void *dst;               /* range body: exactly @len bytes; NULL: @body */
+	const struct iovec *iov; /* or scattered over these (@niov, @len in all) */
+	int niov;
 	size_t max_body;         /* GET without @dst: largest body kept */
 	long timeout_ms;         /* the whole attempt */
 	long stall_s;            /* abort when under 1 KiB/s for this long */

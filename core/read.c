@@ -374,12 +374,23 @@ static int compute_mapped(const struct rfs_comp *c, char *dst, uint64_t a, uint6
 	return *mapped ? batch_run(b, be, err) : 0;
 }
 
+/* Lets go of the operands 0..@n of @c that are pinned (pin[k] set). */
+static void unpin_all(const struct rfs_comp *c, void *const *pin, unsigned n)
+{
+	unsigned k;
+
+	for (k = 0; k < n; k++)
+		if (pin[k])
+			c->ops[k].src->ops->unpin(c->ops[k].src, pin[k]);
+}
+
 enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
 			       const struct rfs_reader *rd, struct rfs_err *err)
 {
 	size_t osz = rfs_kdt_size(c->out_dtype);
 	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
 	struct rfs_kern_term terms[RFS_SPEC_MAX_TERMS];
+	void *pin[RFS_SPEC_MAX_TERMS];
 	struct scratch *sc;
 	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
 	unsigned k;
@@ -421,15 +432,24 @@ enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a,
 			const struct rfs_operand *o = &c->ops[k];
 			size_t isz = rfs_kdt_size(o->dtype);
 			size_t have = o->numel > pos ? (size_t)(o->numel - pos < n ? o->numel - pos : n) : 0;
+			const char *at = NULL;
 
-			if (have) {
+			ret = 0;
+			/* a remote source's block in memory is used where it is */
+			if (have && o->src->ops->pin)
+				ret = o->src->ops->pin(o->src, o->off + pos * isz, have * isz, &at, &pin[k], err);
+			if (!ret && have && !at)
 				ret = rfs_bsrc_pread(o->src, in[k], have * isz, o->off + pos * isz, err);
-				if (ret)
-					return ret;
+			if (ret) {
+				unpin_all(c, pin, k);
+				return ret;
 			}
-			terms[k] = (struct rfs_kern_term){ o->dtype, in[k], have, o->scale };
+			if (!at)
+				pin[k] = NULL;
+			terms[k] = (struct rfs_kern_term){ o->dtype, at ? at : in[k], have, o->scale };
 		}
 		rfs_backend_run(rd->be, &job);
+		unpin_all(c, pin, c->nops);
 		if (!direct)
 			memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
 	}

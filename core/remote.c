@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -69,7 +70,9 @@ struct rfile {
 	char why[512];
 	atomic_int changed;
 	atomic_int jobs;    /* queued or running */
-	atomic_uint_fast64_t next_off, window, pf_end;
+	/* the sequential stream (E.lk): furthest byte read, prefetched up
+	 * to, window, bytes read in a row without a seek */
+	uint64_t hwm, pf_end, window, streak;
 };
 
 struct job {
@@ -96,6 +99,9 @@ static struct engine {
 	pthread_t *workers;
 	unsigned nworkers;
 	int started, stop;
+	int prefetch_on;        /* off while planning: headers need no window */
+	char **pool;            /* recycled full-block buffers (their pages stay) */
+	size_t npool, cappool;
 	struct rfs_dcache *dc;
 	struct rfs_remote_conf conf;
 	int configured;
@@ -135,8 +141,8 @@ void rfs_remote_configure(const struct rfs_remote_conf *c)
 	E.conf = *c;
 	if (!E.conf.connections)
 		E.conf.connections = 1;
-	if (E.conf.memory < 2ull * RFS_TUNE_REMOTE_PART)
-		E.conf.memory = 2ull * RFS_TUNE_REMOTE_PART;
+	if (E.conf.memory < 4ull * RFS_TUNE_REMOTE_PART)
+		E.conf.memory = 4ull * RFS_TUNE_REMOTE_PART;
 	E.configured = 1;
 	pthread_mutex_unlock(&E.lk);
 }
@@ -192,6 +198,13 @@ static void lru_add(struct blk *b)
 	E.lru.prev = b;
 }
 
+/*
+ * Block buffers are mmap'd (malloc's per-thread arenas kept far more than
+ * the budget) and recycled: a dropped block's buffer goes to E.pool and
+ * the next block takes it, its pages already there (no page faults, no
+ * zeroing).  E.mem counts every buffer, pooled ones too, so the budget
+ * bounds what the engine holds.
+ */
 static void unlink_free(struct blk *b)
 {
 	struct blk **pp = &E.tab[bucket(&b->key, b->idx)];
@@ -201,25 +214,63 @@ static void unlink_free(struct blk *b)
 	*pp = b->hnext;
 	if (b->prev)
 		lru_del(b);
-	E.mem -= b->len;
-	free(b->data);
+	if (b->len == BS && E.npool < E.cappool) {
+		E.pool[E.npool++] = b->data;
+	} else {
+		munmap(b->data, b->len);
+		E.mem -= b->len;
+	}
 	free(b->why);
 	free(b);
 }
 
-/* Drops unreferenced READY blocks, oldest first, until @need more bytes
- * fit in the budget; @used_only: only blocks a reader has read. */
-static int make_room(uint64_t need, int used_only)
+/* The unreferenced READY block to drop first: one a reader has read, least
+ * recently used first; else, for a reader (!@prefetch), a prefetched one
+ * nobody has read yet, the most recently fetched first (the furthest ahead:
+ * wanted last).  NULL when none may go. */
+static struct blk *victim(int prefetch)
 {
-	struct blk *b = E.lru.next, *nx;
+	struct blk *b;
 
-	while (E.mem + need > E.conf.memory && b != &E.lru) {
-		nx = b->next;
-		if (!used_only || b->used)
-			unlink_free(b);
-		b = nx;
+	for (b = E.lru.next; b != &E.lru; b = b->next)
+		if (b->used)
+			return b;
+	return !prefetch && E.lru.prev != &E.lru ? E.lru.prev : NULL;
+}
+
+/* A buffer of @len bytes within the budget, dropping blocks for it; NULL
+ * when a prefetch would need room that readers hold (a reader goes over
+ * the budget instead: its read cannot wait), or when mmap fails. */
+static char *take_buf(uint32_t len, int prefetch)
+{
+	struct blk *v;
+	void *p;
+
+	for (;;) {
+		if (len == BS && E.npool)
+			return E.pool[--E.npool];
+		if (E.mem + len <= E.conf.memory)
+			break;
+		if (E.npool) { /* a short block: pooled full ones make room */
+			munmap(E.pool[--E.npool], BS);
+			E.mem -= BS;
+			continue;
+		}
+		v = victim(prefetch);
+		if (!v) {
+			if (prefetch)
+				return NULL;
+			break;
+		}
+		unlink_free(v);
 	}
-	return E.mem + need <= E.conf.memory;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	E.mem += len;
+	if (E.mem > E.peak)
+		E.peak = E.mem;
+	return p;
 }
 
 static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
@@ -231,7 +282,7 @@ static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
 	if (!b)
 		return NULL;
 	b->len = (uint32_t)((end > f->b.size ? f->b.size : end) - idx * (uint64_t)BS);
-	b->data = malloc(b->len);
+	b->data = take_buf(b->len, prefetch);
 	if (!b->data) {
 		free(b);
 		return NULL;
@@ -243,9 +294,6 @@ static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
 	h = bucket(&b->key, idx);
 	b->hnext = E.tab[h];
 	E.tab[h] = b;
-	E.mem += b->len;
-	if (E.mem > E.peak)
-		E.peak = E.mem;
 	return b;
 }
 
@@ -292,13 +340,8 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 		struct blk *b = find(&f->key, b0 + i);
 
 		if (!b) {
-			uint64_t len = (b0 + i + 1) * (uint64_t)BS > f->b.size
-					       ? f->b.size - (b0 + i) * (uint64_t)BS : BS;
-
 			/* readers make room as they can and go on; prefetch
 			 * only takes room that is free or already read */
-			if (!make_room(len, prefetch) && prefetch)
-				break;
 			b = create(f, b0 + i, prefetch);
 			if (!b)
 				break;
@@ -496,11 +539,11 @@ static void sleep_ms(uint64_t ms)
 }
 
 /*
- * Reads [@off, @off + @len) of @f into @dst from the network, retrying until
+ * Reads [@off, @off + @len) of @f into @iov from the network, retrying until
  * @deadline.  0, or an rfs code with @why (or the file's change) saying why.
  */
-static int fetch_range(struct rfile *f, void *dst, uint64_t off, uint64_t len, uint64_t deadline,
-		       char *why, size_t whylen)
+static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint64_t off, uint64_t len,
+		       uint64_t deadline, char *why, size_t whylen)
 {
 	uint64_t backoff = 1000;
 	unsigned attempts = 0, hops = 0;
@@ -530,7 +573,8 @@ static int fetch_range(struct rfile *f, void *dst, uint64_t off, uint64_t len, u
 		r.url = url;
 		r.off = off;
 		r.len = len;
-		r.dst = dst;
+		r.iov = iov;
+		r.niov = niov;
 		r.auth = f->auth && rfs_http_same_origin(url, f->url) ? f->auth : NULL;
 		r.if_match = f->hub ? NULL : f->etag;
 		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
@@ -588,14 +632,17 @@ static int fetch_range(struct rfile *f, void *dst, uint64_t off, uint64_t len, u
 
 static uint64_t deadline_from_now(void);
 
-/* Gets the blocks of @j: from the disk cache, then the network in runs. */
+/* Gets the blocks of @j: from the disk cache, then the network in runs,
+ * straight into the blocks' buffers.  Blocks are READY for their readers
+ * before they are written to the disk cache (held meanwhile). */
 static void run_job(struct job *j)
 {
 	struct rfile *f = j->f;
 	struct blk *bl[PART_BLOCKS];
-	int code[PART_BLOCKS];
+	struct iovec iov[PART_BLOCKS];
+	int code[PART_BLOCKS], fetched[PART_BLOCKS];
 	char why[512] = "";
-	unsigned i, k;
+	unsigned i, k, m;
 
 	pthread_mutex_lock(&E.lk);
 	for (i = 0; i < j->n; i++)
@@ -603,6 +650,7 @@ static void run_job(struct job *j)
 	pthread_mutex_unlock(&E.lk);
 	for (i = 0; i < j->n; i++) {
 		code[i] = 1; /* still needed */
+		fetched[i] = 0;
 		if (E.dc && rfs_dcache_get(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len)) {
 			code[i] = 0;
 			atomic_fetch_add(&E.disk_hits, 1);
@@ -610,42 +658,30 @@ static void run_job(struct job *j)
 	}
 	for (i = 0; i < j->n; i = k) {
 		uint64_t off, len;
-		char *buf;
 		int rc;
 
 		if (code[i] != 1) {
 			k = i + 1;
 			continue;
 		}
-		for (k = i; k < j->n && code[k] == 1; k++)
-			;
+		for (k = i; k < j->n && code[k] == 1; k++) {
+			iov[k - i].iov_base = bl[k]->data;
+			iov[k - i].iov_len = bl[k]->len;
+		}
 		off = bl[i]->idx * (uint64_t)BS;
 		len = bl[k - 1]->idx * (uint64_t)BS + bl[k - 1]->len - off;
 		atomic_fetch_add(&E.misses, k - i);
-		buf = k - i == 1 ? bl[i]->data : malloc(len);
 		/* the deadline runs from the fetch's start: a job that waited in
 		 * the queue still gets its time (readers bound their own wait) */
-		rc = buf ? fetch_range(f, buf, off, len, deadline_from_now(), why, sizeof(why)) : RFS_E_NOMEM;
-		if (!rc && buf != bl[i]->data) {
-			unsigned m;
-
-			for (m = i; m < k; m++)
-				memcpy(bl[m]->data, buf + (bl[m]->idx * (uint64_t)BS - off), bl[m]->len);
-		}
-		if (buf != bl[i]->data)
-			free(buf);
+		rc = fetch_range(f, iov, (int)(k - i), off, len, deadline_from_now(), why, sizeof(why));
 		if (rc) {
-			if (!why[0])
-				snprintf(why, sizeof(why), "out of memory");
 			atomic_fetch_add(&E.failures, 1);
 			rfs_remote_log("error: %s: bytes %llu-%llu: %s", f->name, (unsigned long long)off,
 				       (unsigned long long)(off + len - 1), why);
 		}
-		while (i < k) {
-			code[i] = rc;
-			if (!rc && E.dc)
-				rfs_dcache_put(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len);
-			i++;
+		for (m = i; m < k; m++) {
+			code[m] = rc;
+			fetched[m] = !rc;
 		}
 	}
 	pthread_mutex_lock(&E.lk);
@@ -660,10 +696,18 @@ static void run_job(struct job *j)
 				unlink_free(b);
 		} else {
 			b->st = B_READY;
-			if (!b->refs)
-				lru_add(b);
+			b->refs++; /* released below */
 		}
 	}
+	pthread_cond_broadcast(&E.done);
+	pthread_mutex_unlock(&E.lk);
+	for (i = 0; i < j->n; i++)
+		if (fetched[i] && E.dc)
+			rfs_dcache_put(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len);
+	pthread_mutex_lock(&E.lk);
+	for (i = 0; i < j->n; i++)
+		if (!code[i])
+			release_locked(bl[i]);
 	atomic_fetch_sub(&f->jobs, 1);
 	pthread_cond_broadcast(&E.done);
 	pthread_mutex_unlock(&E.lk);
@@ -724,6 +768,12 @@ static enum rfs_code start(struct rfs_err *err)
 	}
 	rfs_http_global_init();
 	E.lru.next = E.lru.prev = &E.lru;
+	E.cappool = (size_t)(E.conf.memory / BS);
+	E.pool = calloc(E.cappool ? E.cappool : 1, sizeof(*E.pool));
+	if (!E.pool) {
+		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+		goto out;
+	}
 	if (E.conf.cache_size) {
 		char dbuf[4096];
 		const char *dir = E.conf.cache_dir ? E.conf.cache_dir : default_cache_dir(dbuf, sizeof(dbuf));
@@ -807,6 +857,13 @@ void rfs_remote_shutdown(void)
 	for (h = 0; h < NBUCKETS; h++)
 		while (E.tab[h])
 			unlink_free(E.tab[h]);
+	while (E.npool) {
+		munmap(E.pool[--E.npool], BS);
+		E.mem -= BS;
+	}
+	free(E.pool);
+	E.pool = NULL;
+	E.cappool = 0;
 	rfs_dcache_close(E.dc);
 	E.dc = NULL;
 	E.started = 0;
@@ -820,34 +877,54 @@ static uint64_t deadline_from_now(void)
 	return now_ns() + (uint64_t)(E.conf.timeout_s * 1e9);
 }
 
-/* After a read at @off of @len bytes: the sequential window and what it
- * prefetches (E.lk held). */
+/*
+ * After a read of [@off, @off + @len): the file's sequential stream and
+ * what it prefetches (E.lk held).  Reads from many threads arrive out of
+ * order, so a read counts as part of the stream while it lies within a
+ * window behind the furthest byte read (hwm); anything else is a seek and
+ * starts a new stream.  Prefetch starts once a stream has read a whole
+ * part, fetches [hwm, hwm + window) when the reader comes within half a
+ * window of what was prefetched, and doubles the window (up to
+ * RFS_TUNE_REMOTE_WINDOW) each time the reader catches up with it.
+ */
 static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
 {
-	uint64_t prev = atomic_exchange(&f->next_off, off + len), win = atomic_load(&f->window);
-	uint64_t end = off + len, from, to, b0, b1;
+	uint64_t end = off + len, from, to, b0, b1, got;
 
-	if (off + 2ull * BS < prev || off > prev + RFS_TUNE_REMOTE_WINDOW) { /* a seek */
-		atomic_store(&f->window, 0);
-		atomic_store(&f->pf_end, end);
+	if (off + RFS_TUNE_REMOTE_WINDOW < f->hwm || off > f->hwm + RFS_TUNE_REMOTE_PART) {
+		f->hwm = end; /* a seek */
+		f->pf_end = end;
+		f->window = 0;
+		f->streak = len;
 		return;
 	}
-	win = win ? win * 2 : RFS_TUNE_REMOTE_PART;
-	if (win > RFS_TUNE_REMOTE_WINDOW)
-		win = RFS_TUNE_REMOTE_WINDOW;
-	atomic_store(&f->window, win);
-	from = atomic_load(&f->pf_end);
-	if (from < end || from > end + RFS_TUNE_REMOTE_WINDOW)
-		from = end;
-	to = end + win > f->b.size ? f->b.size : end + win;
+	f->streak += len;
+	if (end > f->hwm)
+		f->hwm = end;
+	if (!E.prefetch_on || f->streak < RFS_TUNE_REMOTE_PART || E.pref.n >= 4 * E.nworkers)
+		return;
+	if (f->pf_end >= f->hwm + f->window / 2 && f->window)
+		return; /* far enough ahead */
+	if (!f->window)
+		f->window = RFS_TUNE_REMOTE_PART;
+	else if (f->pf_end > f->hwm && f->window < RFS_TUNE_REMOTE_WINDOW)
+		f->window *= 2;
+	from = f->pf_end > f->hwm ? f->pf_end : f->hwm;
+	to = f->hwm + f->window > f->b.size ? f->b.size : f->hwm + f->window;
 	if (from >= to)
 		return;
 	b0 = from / BS;
 	b1 = (to - 1) / BS;
-	if (E.pref.n >= 4 * E.nworkers)
-		return;
-	b0 += want_locked(f, b0, (unsigned)(b1 - b0 + 1), NULL, 1);
-	atomic_store(&f->pf_end, b0 * (uint64_t)BS > to ? to : b0 * (uint64_t)BS);
+	got = want_locked(f, b0, (unsigned)(b1 - b0 + 1), NULL, 1);
+	if (got)
+		f->pf_end = (b0 + got) * (uint64_t)BS > to ? to : (b0 + got) * (uint64_t)BS;
+}
+
+void rfs_remote_set_prefetch(int on)
+{
+	pthread_mutex_lock(&E.lk);
+	E.prefetch_on = on;
+	pthread_mutex_unlock(&E.lk);
 }
 
 static enum rfs_code changed_err(struct rfile *f, struct rfs_err *err)
@@ -856,6 +933,69 @@ static enum rfs_code changed_err(struct rfile *f, struct rfs_err *err)
 	rfs_errf(err, RFS_E_CHANGED, "%s: %s", f->name, f->why);
 	pthread_mutex_unlock(&f->lk);
 	return RFS_E_CHANGED;
+}
+
+/* Starts a read of [@off, @off + @len): its blocks (to the end of their
+ * part while streaming), and the window ahead (E.lk held). */
+static void start_read(struct rfile *f, uint64_t off, uint64_t len)
+{
+	uint64_t bend = (off + len - 1) / BS + 1, wend = bend;
+
+	/* a GET of a few MiB costs little more than one of a block; while
+	 * planning, exactly the blocks asked for */
+	if (E.prefetch_on) {
+		wend = (bend + PART_BLOCKS - 1) / PART_BLOCKS * PART_BLOCKS;
+		if (wend > (f->b.size + BS - 1) / BS)
+			wend = (f->b.size + BS - 1) / BS;
+	}
+	want_locked(f, off / BS, (unsigned)(wend - off / BS < 4096 ? wend - off / BS : 4096), NULL, 0);
+	prefetch_locked(f, off, len);
+}
+
+/* Waits until none of @bl[0..@n) is FETCH, or a little past @deadline
+ * (the worker gives up by it) (E.lk held). */
+static void wait_blocks(struct blk **bl, unsigned n, uint64_t deadline)
+{
+	struct timespec ts, now;
+	uint64_t t;
+	unsigned i;
+
+	for (;;) {
+		for (i = 0; i < n && bl[i]->st != B_FETCH; i++)
+			;
+		if (i == n || now_ns() > deadline + 2000000000ull)
+			return;
+		clock_gettime(CLOCK_REALTIME, &now);
+		t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 500000000ull;
+		ts.tv_sec = (time_t)(t / 1000000000ull);
+		ts.tv_nsec = (long)(t % 1000000000ull);
+		pthread_cond_timedwait(&E.done, &E.lk, &ts);
+	}
+}
+
+/* Counts a read of READY block @x (E.lk held). */
+static void count_use(struct blk *x)
+{
+	if (!x->used) {
+		x->used = 1;
+		if (x->prefetch)
+			atomic_fetch_add(&E.prefetched, 1);
+	} else {
+		atomic_fetch_add(&E.mem_hits, 1);
+	}
+}
+
+/* Why block @x (not READY) failed a read of [@off, @off + @len), in @err. */
+static enum rfs_code block_err(struct rfile *f, const struct blk *x, enum bstate st, uint64_t off,
+			       uint64_t len, struct rfs_err *err)
+{
+	if (st == B_FETCH)
+		return rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
+				(unsigned long long)off, (unsigned long long)(off + len - 1), E.conf.timeout_s);
+	if (x->code == RFS_E_CHANGED)
+		return RFS_E_CHANGED;
+	return rfs_errf(err, x->code ? x->code : RFS_E_IO, "%s: bytes %llu-%llu: %s", f->name,
+			(unsigned long long)off, (unsigned long long)(off + len - 1), x->why ? x->why : "failed");
 }
 
 static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t off,
@@ -878,40 +1018,22 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 		return 0;
 	bend = (off + len - 1) / BS + 1;
 	pthread_mutex_lock(&E.lk);
-	/* the whole range comes at once, in parallel; then the window ahead */
-	want_locked(f, off / BS, (unsigned)(bend - off / BS < 4096 ? bend - off / BS : 4096), NULL, 0);
-	prefetch_locked(f, off, len);
+	start_read(f, off, len);
 	for (b = off / BS; b < bend && !ret;) {
-		unsigned n = bend - b > WANT_MAX_BLOCKS ? WANT_MAX_BLOCKS : (unsigned)(bend - b), i;
-		struct timespec ts;
-		int waiting;
+		unsigned n = bend - b > WANT_MAX_BLOCKS ? WANT_MAX_BLOCKS : (unsigned)(bend - b), i, bad = 0;
 
 		n = want_locked(f, b, n, bl, 0);
-		ts.tv_sec = 0;
-		for (;;) {
-			struct timespec now;
-			uint64_t dl_real;
-
-			waiting = 0;
-			for (i = 0; i < n; i++)
-				waiting |= bl[i]->st == B_FETCH;
-			if (!waiting)
-				break;
-			/* the worker gives up by the deadline: wait a little past it */
-			clock_gettime(CLOCK_REALTIME, &now);
-			if (now_ns() > deadline + 2000000000ull)
-				break;
-			dl_real = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 500000000ull;
-			ts.tv_sec = (time_t)(dl_real / 1000000000ull);
-			ts.tv_nsec = (long)(dl_real % 1000000000ull);
-			pthread_cond_timedwait(&E.done, &E.lk, &ts);
+		if (!n) { /* out of memory creating a block */
+			ret = rfs_errf(err, RFS_E_NOMEM, "%s: out of memory", f->name);
+			break;
 		}
+		wait_blocks(bl, n, deadline);
 		/* the blocks are held: READY ones cannot change or go, so
 		 * their bytes are copied without the lock */
 		for (i = 0; i < n; i++)
 			st[i] = bl[i]->st;
 		pthread_mutex_unlock(&E.lk);
-		for (i = 0; i < n && !ret; i++) {
+		for (i = 0; i < n && !bad; i++) {
 			struct blk *x = bl[i];
 			uint64_t bo = x->idx * (uint64_t)BS;
 			uint64_t from = off > bo ? off - bo : 0;
@@ -920,37 +1042,65 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 			if (st[i] == B_READY)
 				memcpy(dst + (bo + from - off), x->data + from, to - from);
 			else
-				ret = st[i] == B_FETCH ? 1 : x->code == RFS_E_CHANGED ? RFS_E_CHANGED : 2;
+				bad = i + 1;
 		}
 		pthread_mutex_lock(&E.lk);
-		if (ret == 1) /* still coming: past the deadline */
-			ret = rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
-				       (unsigned long long)off, (unsigned long long)(off + len - 1),
-				       E.conf.timeout_s);
+		if (bad)
+			ret = block_err(f, bl[bad - 1], st[bad - 1], off, len, err);
 		for (i = 0; i < n; i++) {
-			struct blk *x = bl[i];
-
-			if (ret == 2 && st[i] == B_FAILED) /* failed: say why */
-				ret = rfs_errf(err, x->code ? x->code : RFS_E_IO, "%s: bytes %llu-%llu: %s",
-					       f->name, (unsigned long long)off, (unsigned long long)(off + len - 1),
-					       x->why ? x->why : "failed");
-			if (st[i] == B_READY && !x->used) {
-				x->used = 1;
-				if (x->prefetch)
-					atomic_fetch_add(&E.prefetched, 1);
-			} else if (st[i] == B_READY) {
-				atomic_fetch_add(&E.mem_hits, 1);
-			}
-			release_locked(x);
+			if (st[i] == B_READY)
+				count_use(bl[i]);
+			release_locked(bl[i]);
 		}
 		b += n;
-		if (!n) /* out of memory creating a block */
-			ret = rfs_errf(err, RFS_E_NOMEM, "%s: out of memory", f->name);
 	}
 	pthread_mutex_unlock(&E.lk);
 	if (ret == RFS_E_CHANGED)
 		return changed_err(f, err);
 	return ret;
+}
+
+static enum rfs_code rpin(struct rfs_bsrc *s, uint64_t off, size_t len, const char **at,
+			  void **token, struct rfs_err *err)
+{
+	struct rfile *f = (struct rfile *)s;
+	uint64_t deadline = deadline_from_now();
+	struct blk *x;
+	enum bstate st;
+	int ret;
+
+	*at = NULL;
+	if (!len || off > s->size || len > s->size - off || off / BS != (off + len - 1) / BS)
+		return 0; /* not in one block: the caller reads */
+	if (atomic_load(&f->changed))
+		return changed_err(f, err);
+	pthread_mutex_lock(&E.lk);
+	start_read(f, off, len);
+	if (!want_locked(f, off / BS, 1, &x, 0)) {
+		pthread_mutex_unlock(&E.lk);
+		return 0;
+	}
+	wait_blocks(&x, 1, deadline);
+	st = x->st;
+	if (st == B_READY) {
+		count_use(x);
+		*at = x->data + (off - x->idx * (uint64_t)BS);
+		*token = x;
+		pthread_mutex_unlock(&E.lk);
+		return 0;
+	}
+	ret = block_err(f, x, st, off, len, err);
+	release_locked(x);
+	pthread_mutex_unlock(&E.lk);
+	return ret == RFS_E_CHANGED ? changed_err(f, err) : ret;
+}
+
+static void runpin(struct rfs_bsrc *s, void *token)
+{
+	(void)s;
+	pthread_mutex_lock(&E.lk);
+	release_locked(token);
+	pthread_mutex_unlock(&E.lk);
 }
 
 static void rwant(struct rfs_bsrc *s, uint64_t off, uint64_t len)
@@ -1040,6 +1190,8 @@ static const struct rfs_bsrc_ops rops = {
 	.check = rcheck,
 	.close = rclose,
 	.want = rwant,
+	.pin = rpin,
+	.unpin = runpin,
 };
 
 static char *dup_or_null(const char *s, int *bad)

@@ -101,6 +101,13 @@ enum rfs_code rfs_remote_fill(struct rfs_bsrc *s, void (*progress)(uint64_t done
 /** 1 when @s is a remote source. */
 int rfs_bsrc_is_remote(const struct rfs_bsrc *s);
 
+/**
+ * Turns sequential prefetch (and the widening of reads to whole parts) on
+ * or off; off at first: planning reads headers, which need neither.  The
+ * command line turns it on once the plan is built.
+ */
+void rfs_remote_set_prefetch(int on);
+
 /** Counters of the engine, for stats and tests. */
 struct rfs_remote_stats {
 	uint64_t requests, bytes_fetched, retries, failures;

@@ -152,8 +152,10 @@ static int probe(struct web *w, const char *name, struct wfile *f, struct rfs_er
 }
 
 /* The memo entry of @name, probing it on first use; NULL when absent or
- * when the probe failed (w->probe_err then says why). */
-static struct wfile *lookup(struct web *w, const char *name)
+ * when the probe failed (then @e, when given, says why; e->code is 0 for
+ * a file that is simply not there).  A failed probe is not remembered:
+ * the next lookup asks again. */
+static struct wfile *lookup_err(struct web *w, const char *name, struct rfs_err *ep)
 {
 	struct wfile f = { 0 }, *r = NULL;
 	struct rfs_err e = { 0 };
@@ -171,9 +173,15 @@ static struct wfile *lookup(struct web *w, const char *name)
 		}
 	pthread_mutex_unlock(&w->lk);
 	got = probe(w, name, &f, &e);
+	if (ep)
+		*ep = e;
 	pthread_mutex_lock(&w->lk);
-	if (got < 0 && !w->probe_err.code)
-		w->probe_err = e;
+	if (got < 0) {
+		if (!w->probe_err.code)
+			w->probe_err = e;
+		pthread_mutex_unlock(&w->lk);
+		return NULL;
+	}
 	if (w->n == w->cap) {
 		size_t nc = w->cap ? w->cap * 2 : 16;
 		struct wfile *g = realloc(w->files, nc * sizeof(*g));
@@ -199,6 +207,42 @@ out:
 	return NULL;
 }
 
+struct prober {
+	struct web *w;
+	const char *name;
+	pthread_t th;
+	int started;
+};
+
+static struct wfile *lookup(struct web *w, const char *name)
+{
+	return lookup_err(w, name, NULL);
+}
+
+static void *probe_one(void *arg)
+{
+	struct prober *p = arg;
+
+	lookup(p->w, p->name);
+	return NULL;
+}
+
+/* Probes the known names at once, each on its own thread (and
+ * connection): a mount pays one round trip for them, not one each. */
+static void probe_known(struct web *w)
+{
+	struct prober p[sizeof(known) / sizeof(known[0])];
+	size_t i;
+
+	for (i = 0; known[i]; i++) {
+		p[i] = (struct prober){ .w = w, .name = known[i] };
+		p[i].started = !pthread_create(&p[i].th, NULL, probe_one, &p[i]);
+	}
+	for (i = 0; known[i]; i++)
+		if (p[i].started)
+			pthread_join(p[i].th, NULL);
+}
+
 static int w_exists(struct rfs_tdir *t, const char *name)
 {
 	return lookup((struct web *)t, name) != NULL;
@@ -208,13 +252,14 @@ static enum rfs_code w_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 			    struct rfs_err *err)
 {
 	struct web *w = (struct web *)t;
-	struct wfile *f = lookup(w, name);
+	struct rfs_err e = { 0 };
+	struct wfile *f = lookup_err(w, name, &e);
 	char id[4600], label[4400], norm[256];
 	struct rfs_remote_file rf;
 
 	if (!f) {
-		if (w->probe_err.code)
-			return rfs_errf(err, w->probe_err.code, "%s", w->probe_err.msg);
+		if (e.code)
+			return rfs_errf(err, e.code, "%s", e.msg);
 		return rfs_errf(err, RFS_E_IO, "%s%s: not on the server (404)", w->base, name);
 	}
 	rfs_http_etag_norm(f->etag ? f->etag : "", norm, sizeof(norm));
@@ -299,6 +344,14 @@ enum rfs_code rfs_tdir_web(const char *url, struct rfs_tdir **out, struct rfs_er
 			      : rfs_errf(err, RFS_E_FORMAT,
 					 "%s: no config.json there (a web directory of model files: config.json, model.safetensors or its index and shards, tokenizer files)",
 					 w->base);
+		w_close(&w->t);
+		return ret;
+	}
+	/* a probe that failed (not a 404) leaves the term unknown: refused
+	 * rather than guessed at (a missing tokenizer would change the model) */
+	probe_known(w);
+	if (w->probe_err.code) {
+		ret = rfs_errf(err, w->probe_err.code, "%s", w->probe_err.msg);
 		w_close(&w->t);
 		return ret;
 	}

@@ -384,8 +384,9 @@ static void parse_args(int argc, char **argv, struct cli *c)
 			break;
 		case OPT_RMEM:
 			c->remote.memory = parse_size("--remote-memory", optarg, 1);
-			if (c->remote.memory < 2ull * RFS_TUNE_REMOTE_PART)
-				die_usage("--remote-memory: '%s' is less than 16M (two parts of 8 MiB)", optarg);
+			if (c->remote.memory < (32ull << 20))
+				die_usage("--remote-memory: '%s' is less than 32M (four parts of 8 MiB)",
+					  optarg);
 			break;
 		case OPT_RTIMEOUT:
 			c->remote.timeout_s = parse_uint("--remote-timeout", optarg, 1, 3600);
@@ -474,6 +475,7 @@ static int make_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_
 		rfs_spec_release(&spec);
 		return fail(&err);
 	}
+	rfs_remote_set_prefetch(1); /* headers are read: readers stream now */
 	return 0;
 }
 
