@@ -479,6 +479,32 @@ static enum rfs_code resolve_online(struct hub *h, struct rfs_err *err)
 	return ret;
 }
 
+enum rfs_code rfs_hub_parse_revision(const char *body, size_t len, char commit[41],
+				     void (*each)(const char *name, uint64_t size, const char *identity,
+						  void *ctx),
+				     void *ctx, struct rfs_err *err)
+{
+	struct hub h = { 0 };
+	size_t i;
+	int ret;
+
+	h.t.label = (char *)"hf://fuzz";
+	snprintf(h.endpoint, sizeof(h.endpoint), "the endpoint");
+	ret = parse_revision(&h, body, len, err);
+	if (!ret) {
+		memcpy(commit, h.commit, 41);
+		for (i = 0; i < h.nfiles; i++)
+			each(h.files[i].name, h.files[i].size, h.files[i].identity, ctx);
+	}
+	for (i = 0; i < h.nfiles; i++) {
+		free(h.files[i].name);
+		free(h.files[i].identity);
+		free(h.files[i].etag);
+	}
+	free(h.files);
+	return ret;
+}
+
 /* ---- the term ----------------------------------------------------------------- */
 
 static struct hfile *hfind(struct hub *h, const char *name)

@@ -25,6 +25,7 @@
 #define RFS_TDIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bsrc.h"
 #include "err.h"
@@ -86,6 +87,15 @@ enum rfs_code rfs_tdir_web(const char *url, struct rfs_tdir **out, struct rfs_er
 int rfs_hub_parse(const char *term, char *repo, size_t repolen, char *rev, size_t revlen);
 /* hub.c: 1 when ORG/NAME@REV is in the HF cache or the Hub knows it */
 int rfs_hub_probe(const char *repo, const char *rev);
+
+/* hub.c, for tests and the fuzz target: parses a revision answer as
+ * resolution does (the commit, then each top-level sibling's name, size and
+ * identity) and calls @each for every file kept; 0 or the error resolution
+ * would give. */
+enum rfs_code rfs_hub_parse_revision(const char *body, size_t len, char commit[41],
+				     void (*each)(const char *name, uint64_t size, const char *identity,
+						  void *ctx),
+				     void *ctx, struct rfs_err *err);
 
 /** Frees the common fields (for implementations). */
 void rfs_tdir_free_common(struct rfs_tdir *t);

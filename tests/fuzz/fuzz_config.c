@@ -22,12 +22,9 @@
  *   - no key that residfs reads twice in what parses: cJSON reads the
  *     first, Python's json (transformers) the last (tag json-dup).
  *
- * By hand (from the repository root; tests/fuzz/build.sh does the same):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
- *     -I. tests/fuzz/fuzz_config.c core/source.c core/st.c core/ident.c core/util.c \
- *     core/strmap.c core/buf.c core/err.c kernels/kern_scalar.c \
- *     -lcjson -lxxhash -lm -o /tmp/fuzz_config
- *   /tmp/fuzz_config -max_total_time=300 -dict=tests/fuzz/json.dict \
+ * By hand (from the repository root): tests/fuzz/build.sh (it lists the
+ * sources every target links), then
+ *   build-fuzz/fuzz_config -max_total_time=300 -dict=tests/fuzz/json.dict \
  *     "$(mktemp -d)" tests/fuzz/corpus/fuzz_config
  */
 #include <cjson/cJSON.h>

@@ -21,12 +21,9 @@
  *   - no weight_map, metadata or metadata.total_size twice in what parses:
  *     cJSON reads the first, Python's json the last (tag json-dup).
  *
- * By hand (from the repository root; tests/fuzz/build.sh does the same):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
- *     -I. tests/fuzz/fuzz_index.c core/source.c core/st.c core/ident.c core/util.c \
- *     core/strmap.c core/buf.c core/err.c kernels/kern_scalar.c \
- *     -lcjson -lxxhash -lm -o /tmp/fuzz_index
- *   /tmp/fuzz_index -max_total_time=300 -dict=tests/fuzz/json.dict \
+ * By hand (from the repository root): tests/fuzz/build.sh (it lists the
+ * sources every target links), then
+ *   build-fuzz/fuzz_index -max_total_time=300 -dict=tests/fuzz/json.dict \
  *     "$(mktemp -d)" tests/fuzz/corpus/fuzz_index
  */
 #include <cjson/cJSON.h>

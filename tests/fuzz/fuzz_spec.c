@@ -32,10 +32,9 @@
  *     the same scales (the format prints as many digits as that takes);
  *   - on failure: RFS_E_SPEC (or RFS_E_NOMEM), a message, and an empty spec.
  *
- * By hand (from the repository root; tests/fuzz/build.sh does the same):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
- *     -I. tests/fuzz/fuzz_spec.c core/spec.c core/err.c -lm -o /tmp/fuzz_spec
- *   /tmp/fuzz_spec -max_total_time=300 -timeout=10 -dict=tests/fuzz/spec.dict \
+ * By hand (from the repository root): tests/fuzz/build.sh (it lists the
+ * sources every target links), then
+ *   build-fuzz/fuzz_spec -max_total_time=300 -timeout=10 -dict=tests/fuzz/spec.dict \
  *     "$(mktemp -d)" tests/fuzz/corpus/fuzz_spec
  */
 #include <errno.h>

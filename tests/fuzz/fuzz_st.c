@@ -18,11 +18,9 @@
  *     dtypes, shapes, offsets) and the same metadata, in the same order;
  *   - rfs_json_span on the text: a span it returns lies inside the text.
  *
- * By hand (from the repository root; tests/fuzz/build.sh does the same):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
- *     -I. tests/fuzz/fuzz_st.c core/st.c core/ident.c core/err.c core/buf.c \
- *     core/strmap.c core/util.c kernels/kern_scalar.c -lcjson -lxxhash -lm -o /tmp/fuzz_st
- *   /tmp/fuzz_st -max_total_time=300 -dict=tests/fuzz/json.dict \
+ * By hand (from the repository root): tests/fuzz/build.sh (it lists the
+ * sources every target links), then
+ *   build-fuzz/fuzz_st -max_total_time=300 -dict=tests/fuzz/json.dict \
  *     "$(mktemp -d)" tests/fuzz/corpus/fuzz_st
  */
 #include <stdint.h>

@@ -11,7 +11,7 @@
 #               unless -n is given)
 #   -n RUNS     run each target for this many executions (with -t too: at
 #               most that long)
-#   TARGET      fuzz_st, fuzz_spec, fuzz_index, fuzz_config (default: all)
+#   TARGET      fuzz_st, fuzz_spec, fuzz_index, fuzz_config, fuzz_hub (default: all)
 # Environment:
 #   FUZZ_BUILD     build directory (default: build-fuzz)
 #   FUZZ_ARTIFACTS where crashing inputs are kept (default: FUZZ_BUILD/artifacts)
