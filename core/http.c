@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* What a failed status's body is kept up to (for the message). */
 #define ERR_BODY_MAX 4096
@@ -131,7 +132,7 @@ static void clear_answer(struct rfs_http_req *r)
 	r->status = 0;
 	r->location[0] = r->etag[0] = r->linked_etag[0] = r->commit[0] = 0;
 	r->error_code[0] = r->link_next[0] = 0;
-	r->linked_size = r->content_length = r->retry_after = -1;
+	r->linked_size = r->content_length = r->retry_after = r->last_modified = -1;
 	r->has_range = 0;
 	r->cr_first = r->cr_last = r->cr_total = 0;
 }
@@ -178,6 +179,14 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 		parse_content_range(r, colon, n - kl - 1);
 	else if (IS("link"))
 		parse_link(r, colon, n - kl - 1);
+	else if (IS("last-modified")) {
+		char d[128];
+		time_t t;
+
+		hcopy(d, sizeof(d), colon, n - kl - 1);
+		t = curl_getdate(d, NULL);
+		r->last_modified = t > 0 ? (int64_t)t : -1;
+	}
 #undef IS
 	return n;
 }

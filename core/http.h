@@ -56,6 +56,7 @@ struct rfs_http_req {
 	int64_t linked_size;     /* X-Linked-Size, -1 when absent */
 	int64_t content_length;  /* -1 when absent */
 	int64_t retry_after;     /* seconds, -1 when absent */
+	int64_t last_modified;   /* Last-Modified, seconds since the epoch; -1 when absent */
 	int has_range;           /* 1: a Content-Range "bytes A-B/T"; 2: only the
 				  * total T (with 416); -1: one that does not parse */
 	uint64_t cr_first, cr_last, cr_total;

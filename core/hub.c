@@ -52,6 +52,7 @@ struct hub {
 	struct rfs_tdir t;
 	char repo[256], rev[256], commit[41];
 	char endpoint[1024];
+	int64_t mtime_ns;   /* the commit's lastModified, 0 when not given */
 	char *auth;         /* Authorization line, or NULL */
 	char *snap;         /* the cache's snapshot directory of the commit, or NULL */
 	struct rfs_root root; /* of snap */
@@ -365,6 +366,20 @@ static int valid_file_name(const char *n)
 	return 1;
 }
 
+/* "2024-05-01T12:34:56.000Z" (the Hub's lastModified) in ns since the
+ * epoch, 0 when it is not such a time. */
+static int64_t iso_time_ns(const cJSON *v)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	time_t t;
+
+	if (!cJSON_IsString(v) || !(end = strptime(v->valuestring, "%Y-%m-%dT%H:%M:%S", &tm)))
+		return 0;
+	t = timegm(&tm);
+	return t > 0 ? (int64_t)t * 1000000000ll : 0;
+}
+
 /* Reads the siblings of a revision answer into @h. */
 static enum rfs_code parse_revision(struct hub *h, const char *body, size_t len, struct rfs_err *err)
 {
@@ -381,6 +396,7 @@ static enum rfs_code parse_revision(struct hub *h, const char *body, size_t len,
 				h->t.label, h->endpoint);
 	}
 	memcpy(h->commit, sha->valuestring, 41);
+	h->mtime_ns = iso_time_ns(cJSON_GetObjectItemCaseSensitive(j, "lastModified"));
 	cap = (size_t)cJSON_GetArraySize(sib);
 	h->files = calloc(cap ? cap : 1, sizeof(*h->files));
 	if (!h->files) {
@@ -550,7 +566,7 @@ static enum rfs_code h_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 	snprintf(label, sizeof(label), "%s/%s", t->label, name);
 	rf = (struct rfs_remote_file){
 		.url = url, .name = label, .size = f->size, .identity = f->identity, .auth = h->auth,
-		.hub = 1, .commit = h->commit, .linked_etag = f->etag,
+		.hub = 1, .commit = h->commit, .linked_etag = f->etag, .mtime_ns = h->mtime_ns,
 	};
 	return rfs_remote_open(&rf, out, err);
 }

@@ -55,9 +55,10 @@ struct blk {
 	int refs;
 	int used;      /* a reader copied from it */
 	int prefetch;  /* made by prefetch (counted when first used) */
-	char *data;
+	char *data;    /* NULL once FAILED */
 	char *why;     /* FAILED */
 	int code;
+	uint64_t failed_at; /* FAILED: when (now_ns) */
 };
 
 struct rfile {
@@ -205,6 +206,20 @@ static void lru_add(struct blk *b)
  * zeroing).  E.mem counts every buffer, pooled ones too, so the budget
  * bounds what the engine holds.
  */
+/* Gives @b's buffer back (to the pool, or to the system). */
+static void drop_data(struct blk *b)
+{
+	if (!b->data)
+		return;
+	if (b->len == BS && E.npool < E.cappool) {
+		E.pool[E.npool++] = b->data;
+	} else {
+		munmap(b->data, b->len);
+		E.mem -= b->len;
+	}
+	b->data = NULL;
+}
+
 static void unlink_free(struct blk *b)
 {
 	struct blk **pp = &E.tab[bucket(&b->key, b->idx)];
@@ -214,12 +229,7 @@ static void unlink_free(struct blk *b)
 	*pp = b->hnext;
 	if (b->prev)
 		lru_del(b);
-	if (b->len == BS && E.npool < E.cappool) {
-		E.pool[E.npool++] = b->data;
-	} else {
-		munmap(b->data, b->len);
-		E.mem -= b->len;
-	}
+	drop_data(b);
 	free(b->why);
 	free(b);
 }
@@ -297,6 +307,28 @@ static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
 	return b;
 }
 
+/*
+ * Marks @b FAILED with @code and @why (E.lk held).  Its buffer goes at
+ * once, but the block stays in the table for RFS_TUNE_REMOTE_FAIL_HOLD_MS:
+ * a read of it meanwhile fails at once (the kernel retries a failed read
+ * right away, and each retry would otherwise wait a whole deadline again);
+ * a read after that fetches anew.
+ */
+static void fail_block(struct blk *b, int code, const char *why)
+{
+	b->st = B_FAILED;
+	b->code = code;
+	free(b->why);
+	b->why = why ? strdup(why) : NULL;
+	b->failed_at = now_ns();
+	drop_data(b);
+}
+
+static int fail_expired(const struct blk *b)
+{
+	return now_ns() - b->failed_at > RFS_TUNE_REMOTE_FAIL_HOLD_MS * 1000000ull;
+}
+
 static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch)
 {
 	struct job *j = calloc(1, sizeof(*j));
@@ -304,12 +336,8 @@ static void queue_job(struct rfile *f, uint64_t first, unsigned n, int prefetch)
 	unsigned i;
 
 	if (!j) { /* the blocks fail: their readers see it */
-		for (i = 0; i < n; i++) {
-			struct blk *b = find(&f->key, first + i);
-
-			b->st = B_FAILED;
-			b->code = RFS_E_NOMEM;
-		}
+		for (i = 0; i < n; i++)
+			fail_block(find(&f->key, first + i), RFS_E_NOMEM, "out of memory");
 		pthread_cond_broadcast(&E.done);
 		return;
 	}
@@ -339,6 +367,10 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 	for (i = 0; i < n; i++) {
 		struct blk *b = find(&f->key, b0 + i);
 
+		if (b && b->st == B_FAILED && !b->refs && fail_expired(b)) {
+			unlink_free(b); /* an old failure: try again */
+			b = NULL;
+		}
 		if (!b) {
 			/* readers make room as they can and go on; prefetch
 			 * only takes room that is free or already read */
@@ -371,7 +403,7 @@ static void release_locked(struct blk *b)
 {
 	if (--b->refs)
 		return;
-	if (b->st == B_FAILED)
+	if (b->st == B_FAILED && fail_expired(b))
 		unlink_free(b);
 	else if (b->st == B_READY)
 		lru_add(b);
@@ -689,11 +721,7 @@ static void run_job(struct job *j)
 		struct blk *b = bl[i];
 
 		if (code[i]) {
-			b->st = B_FAILED;
-			b->code = code[i];
-			b->why = strdup(why);
-			if (!b->refs)
-				unlink_free(b);
+			fail_block(b, code[i], why);
 		} else {
 			b->st = B_READY;
 			b->refs++; /* released below */
@@ -935,21 +963,21 @@ static enum rfs_code changed_err(struct rfile *f, struct rfs_err *err)
 	return RFS_E_CHANGED;
 }
 
-/* Starts a read of [@off, @off + @len): its blocks (to the end of their
- * part while streaming), and the window ahead (E.lk held). */
+/* Starts a read of [@off, @off + @len): the window ahead, and its blocks:
+ * to the end of their part when the read belongs to a stream (a GET of a
+ * few MiB costs little more than one of a block), else exactly those
+ * asked for (a lone read, and every read while planning) (E.lk held). */
 static void start_read(struct rfile *f, uint64_t off, uint64_t len)
 {
 	uint64_t bend = (off + len - 1) / BS + 1, wend = bend;
 
-	/* a GET of a few MiB costs little more than one of a block; while
-	 * planning, exactly the blocks asked for */
-	if (E.prefetch_on) {
+	prefetch_locked(f, off, len);
+	if (E.prefetch_on && f->streak >= RFS_TUNE_REMOTE_PART) {
 		wend = (bend + PART_BLOCKS - 1) / PART_BLOCKS * PART_BLOCKS;
 		if (wend > (f->b.size + BS - 1) / BS)
 			wend = (f->b.size + BS - 1) / BS;
 	}
 	want_locked(f, off / BS, (unsigned)(wend - off / BS < 4096 ? wend - off / BS : 4096), NULL, 0);
-	prefetch_locked(f, off, len);
 }
 
 /* Waits until none of @bl[0..@n) is FETCH, or a little past @deadline
@@ -1158,8 +1186,8 @@ static void rclose(struct rfs_bsrc *s)
 			for (unsigned i = 0; i < j->n; i++) {
 				struct blk *b = find(&f->key, j->first + i);
 
-				b->st = B_FAILED;
-				b->code = RFS_E_IO;
+				/* not a failure of the bytes: nothing to hold */
+				fail_block(b, RFS_E_IO, "the file was closed");
 				if (!b->refs)
 					unlink_free(b);
 			}

@@ -107,6 +107,11 @@
 #define RFS_TUNE_REMOTE_CACHE_SIZE (10ull << 30)
 /* Backoff between attempts: 1 s doubling up to this (Retry-After wins). */
 #define RFS_TUNE_REMOTE_BACKOFF_MAX_MS 8000
+/* A range that failed answers at once for this long: the kernel retries a
+ * failed read right away (readahead, then the read itself), and each retry
+ * would otherwise wait a whole --remote-timeout again (measured: a stalled
+ * range took 24 s to fail with a 6 s deadline). */
+#define RFS_TUNE_REMOTE_FAIL_HOLD_MS 1000
 /* Redirects followed for one request (Hub resolve -> CDN is one). */
 #define RFS_TUNE_REMOTE_MAX_REDIRECTS 5
 

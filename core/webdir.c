@@ -37,6 +37,7 @@ struct wfile {
 	char *name;
 	int present;
 	uint64_t size;
+	int64_t mtime;   /* Last-Modified, -1 when not sent */
 	char *etag;      /* as sent, or NULL */
 	char *url;       /* after redirects */
 };
@@ -79,6 +80,7 @@ static int judge_probe(struct rfs_http_req *r, const char *url, struct wfile *f,
 			return -1;
 		}
 		f->size = r->cr_total;
+		f->mtime = r->last_modified;
 		f->etag = r->etag[0] ? strdup(r->etag) : NULL;
 		f->url = strdup(url);
 		if (!f->url || (r->etag[0] && !f->etag)) {
@@ -270,6 +272,7 @@ static enum rfs_code w_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 		.url = f->url, .name = label, .size = f->size, .identity = id,
 		/* a weak ETag cannot be used with If-Match */
 		.etag = f->etag && strncmp(f->etag, "W/", 2) ? f->etag : NULL,
+		.mtime_ns = f->mtime > 0 ? f->mtime * 1000000000ll : 0,
 	};
 	return rfs_remote_open(&rf, out, err);
 }
