@@ -255,6 +255,37 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 	return r->cut || r->overflow ? 0 : size * nmemb;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Aborts a transfer whose body has not moved for r->stall_s seconds (no
+ * byte at all: the server went quiet, not slow). */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct rfs_http_req *r = ud;
+	uint64_t t = mono_ns();
+
+	(void)dltotal;
+	(void)ultotal;
+	(void)ulnow;
+	if (dlnow != r->last_now) {
+		r->last_now = dlnow;
+		r->last_byte_ns = t;
+		return 0;
+	}
+	if (t - r->last_byte_ns > (uint64_t)r->stall_s * 1000000000ull) {
+		r->stalled = 1;
+		return 1;
+	}
+	return 0;
+}
+
 static const char *ca_file(void)
 {
 	const char *f = getenv("CURL_CA_BUNDLE");
@@ -271,6 +302,7 @@ void rfs_http_reset(struct rfs_http_req *r)
 	r->got = 0;
 	r->overflow = 0;
 	r->cut = 0;
+	r->stalled = 0;
 	r->why[0] = 0;
 	clear_answer(r);
 }
@@ -298,8 +330,15 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 	if (r->timeout_ms > 0)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
 	if (r->stall_s > 0) {
+		/* libcurl's low-speed check averages over seconds; the progress
+		 * callback sees a body that stopped within one */
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, r->stall_s);
+		r->last_byte_ns = mono_ns();
+		r->last_now = 0;
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, r);
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	}
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "residfs/" RESIDFS_VERSION);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
@@ -347,7 +386,10 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 		return RFS_HTTP_ANSWER;
 	if (cc == CURLE_WRITE_ERROR && (r->overflow || r->cut))
 		return RFS_HTTP_ANSWER;
-	snprintf(r->why, sizeof(r->why), "%s%s%s", curl_easy_strerror(cc), ebuf[0] ? ": " : "", ebuf);
+	if (r->stalled)
+		snprintf(r->why, sizeof(r->why), "no byte for %ld s: the transfer stalled", r->stall_s);
+	else
+		snprintf(r->why, sizeof(r->why), "%s%s%s", curl_easy_strerror(cc), ebuf[0] ? ": " : "", ebuf);
 	switch (cc) {
 	case CURLE_UNSUPPORTED_PROTOCOL:
 	case CURLE_URL_MALFORMAT:

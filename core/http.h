@@ -44,7 +44,8 @@ struct rfs_http_req {
 	int niov;
 	size_t max_body;         /* GET without @dst: largest body kept */
 	long timeout_ms;         /* the whole attempt */
-	long stall_s;            /* abort when under 1 KiB/s for this long */
+	long stall_s;            /* abort when no byte comes for this long (or under
+				  * 1 KiB/s for it, as libcurl measures) */
 	/* out: the last answer's status line and headers */
 	long status;             /* 0 when no answer came */
 	char location[4096];
@@ -65,6 +66,10 @@ struct rfs_http_req {
 	int overflow;            /* more body than @len / @max_body: aborted */
 	int cut;                 /* an error body past 4 KiB: the rest not read */
 	char why[320];           /* the transport error when status is 0 */
+	int stalled;             /* aborted: no byte for @stall_s seconds */
+	/* private */
+	uint64_t last_byte_ns;
+	int64_t last_now;
 };
 
 /** What one attempt gave. */

@@ -38,7 +38,6 @@
 
 #define API_MAX_BODY (64u << 20)   /* a revision answer lists every file */
 #define API_ATTEMPTS 3
-#define API_TIMEOUT_MS 30000L
 
 struct hfile {
 	char *name;
@@ -467,7 +466,7 @@ static enum rfs_code resolve_online(struct hub *h, struct rfs_err *err)
 		enum rfs_http_rc rc;
 
 		r = (struct rfs_http_req){ .url = url, .auth = h->auth, .max_body = API_MAX_BODY,
-					   .timeout_ms = API_TIMEOUT_MS, .stall_s = 15 };
+					   .timeout_ms = rfs_remote_timeout_ms(), .stall_s = rfs_remote_stall_s() };
 		rc = rfs_http_do(&r);
 		if (rc == RFS_HTTP_ANSWER && !r.overflow &&
 		    !(r.status == 429 || r.status == 408 || r.status >= 500))
@@ -749,7 +748,7 @@ int rfs_hub_probe(const char *repo, const char *rev)
 		return 0;
 	h.auth = auth_line();
 	r = (struct rfs_http_req){ .url = url, .auth = h.auth, .head = 0, .max_body = API_MAX_BODY,
-				   .timeout_ms = API_TIMEOUT_MS, .stall_s = 15 };
+				   .timeout_ms = rfs_remote_timeout_ms(), .stall_s = rfs_remote_stall_s() };
 	ok = rfs_http_do(&r) == RFS_HTTP_ANSWER && r.status == 200;
 	rfs_http_reset(&r);
 	free(h.auth);

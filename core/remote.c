@@ -148,6 +148,33 @@ void rfs_remote_configure(const struct rfs_remote_conf *c)
 	pthread_mutex_unlock(&E.lk);
 }
 
+/* --remote-timeout (E.lk not held). */
+static double timeout_s(void)
+{
+	double t;
+
+	pthread_mutex_lock(&E.lk);
+	if (!E.configured) {
+		rfs_remote_conf_default(&E.conf);
+		E.configured = 1;
+	}
+	t = E.conf.timeout_s;
+	pthread_mutex_unlock(&E.lk);
+	return t;
+}
+
+long rfs_remote_timeout_ms(void)
+{
+	return (long)(timeout_s() * 1000);
+}
+
+long rfs_remote_stall_s(void)
+{
+	long s = (long)(timeout_s() / 4);
+
+	return s < 2 ? 2 : s > 15 ? 15 : s;
+}
+
 void rfs_remote_set_log(rfs_remote_log_fn fn)
 {
 	E.log = fn;
@@ -610,7 +637,7 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 		r.auth = f->auth && rfs_http_same_origin(url, f->url) ? f->auth : NULL;
 		r.if_match = f->hub ? NULL : f->etag;
 		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
-		r.stall_s = E.conf.timeout_s >= 60 ? 15 : E.conf.timeout_s >= 8 ? (long)(E.conf.timeout_s / 4) : 2;
+		r.stall_s = rfs_remote_stall_s();
 		atomic_fetch_add(&E.requests, 1);
 		switch (rfs_http_do(&r)) {
 		case RFS_HTTP_FATAL:

@@ -65,6 +65,12 @@ void rfs_remote_conf_default(struct rfs_remote_conf *c);
  */
 void rfs_remote_configure(const struct rfs_remote_conf *c);
 
+/** The deadline of one request or read (--remote-timeout) in ms, and how
+ * long a transfer may go without a byte before it counts as stalled: a
+ * quarter of it, from 2 to 15 s.  Resolution uses them too. */
+long rfs_remote_timeout_ms(void);
+long rfs_remote_stall_s(void);
+
 /** Where log lines go: stderr unless set (the mount sets syslog). */
 typedef void (*rfs_remote_log_fn)(const char *line);
 void rfs_remote_set_log(rfs_remote_log_fn fn);

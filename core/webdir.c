@@ -22,7 +22,6 @@
 #include "tunables.h"
 
 #define PROBE_ATTEMPTS 3
-#define PROBE_TIMEOUT_MS 30000L
 
 /* What list() offers: the files a model directory may have that planning
  * asks about (the weights are found from config/index). */
@@ -123,7 +122,7 @@ static int probe(struct web *w, const char *name, struct wfile *f, struct rfs_er
 	}
 	for (;;) {
 		struct rfs_http_req r = { .url = url, .off = 0, .len = 1, .dst = &one,
-					  .timeout_ms = PROBE_TIMEOUT_MS, .stall_s = 15 };
+					  .timeout_ms = rfs_remote_timeout_ms(), .stall_s = rfs_remote_stall_s() };
 		enum rfs_http_rc rc = rfs_http_do(&r);
 		int ret = rc == RFS_HTTP_ANSWER ? judge_probe(&r, url, f, err) : -2;
 
