@@ -2,22 +2,30 @@
  * remote.c - the engine behind remote byte sources (remote.h).
  *
  * One table of blocks, keyed by (content identity, block index), under one
- * mutex (E.lk) that is never held across network or disk I/O.  A block is
+ * mutex (E.lk) that is never held across network or disk I/O, nor while
+ * bytes are copied.  A block is
  *
  *   FETCH  created by a reader, want or prefetch; a job owns it: a worker
  *          reads it from the disk cache or the network into ->data
  *   READY  ->data holds its bytes; on the LRU list while nobody holds it
- *   FAILED the job gave up: readers holding it fail with ->why; it leaves
- *          the table when the last one lets go
+ *   FAILED the job gave up: readers holding it fail with ->why; its buffer
+ *          is gone, and it answers every read with its failure for
+ *          RFS_TUNE_REMOTE_FAIL_HOLD_MS, then the next read fetches anew
  *
  * Readers take a reference on each block they need (creating the missing
  * ones as FETCH and queueing one job per run of them), wait on E.done until
- * none is FETCH, copy, and drop the references.  Workers take demand jobs
- * before prefetch jobs.  Memory: every block's bytes count in E.mem from
- * creation; readers evict unreferenced READY blocks, least recently used
- * first, to stay within the budget (readers never wait for memory: a read
- * larger than the budget overshoots it while it runs); prefetch only
- * evicts blocks that were read already and otherwise waits for room.
+ * none is FETCH, copy without the lock (a held READY block cannot change)
+ * or compute from the block in place (pin), and drop the references.
+ * Workers take demand jobs before prefetch jobs, receive straight into the
+ * blocks' buffers, make them READY, then store them in the disk cache.
+ *
+ * Memory: buffers are mmap'd 1 MiB areas, recycled through E.pool; E.mem
+ * counts every one, pooled or not, against --remote-memory.  A new block
+ * takes a pooled buffer, else room under the budget, else the buffer of
+ * an unreferenced READY block: one a reader has read (least recently used
+ * first), then, for readers only, an unread prefetched one (the furthest
+ * ahead first).  Readers never wait for memory (a read larger than the
+ * budget overshoots it while it runs); prefetch stops where it finds none.
  */
 #include "remote.h"
 
