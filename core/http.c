@@ -313,7 +313,7 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 	struct curl_slist *hdrs = NULL, *t;
 	char range[64], im[300], ebuf[CURL_ERROR_SIZE] = "";
 	CURLcode cc;
-	int ok = 1;
+	int ok = 1, i;
 
 	rfs_http_reset(r);
 	if (!h) {
@@ -370,6 +370,19 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 		t = curl_slist_append(hdrs, im);
 		ok = t != NULL;
 		hdrs = t ? t : hdrs;
+	}
+	for (i = 0; r->extra && r->extra[i] && ok; i++) {
+		t = curl_slist_append(hdrs, r->extra[i]);
+		ok = t != NULL;
+		hdrs = t ? t : hdrs;
+	}
+	if (r->sigv4) {
+		/* libcurl signs every header it sends, these included */
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, r->sigv4);
+		/* the path is signed as written: libcurl must not tidy it */
+		curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+		if (r->userpwd)
+			curl_easy_setopt(h, CURLOPT_USERPWD, r->userpwd);
 	}
 	if (!ok) {
 		curl_slist_free_all(hdrs);

@@ -39,6 +39,9 @@ struct rfs_http_req {
 	uint64_t off, len;       /* a Range of @len bytes at @off when len > 0 */
 	const char *auth;        /* a whole "Authorization: ..." line, or NULL */
 	const char *if_match;    /* an ETag, sent as If-Match, or NULL */
+	const char *sigv4;       /* S3: libcurl's CURLOPT_AWS_SIGV4 ("aws:amz:REGION:s3"), or NULL */
+	const char *userpwd;     /* S3: "KEY:SECRET" for the signer (never printed) */
+	const char *const *extra;/* more header lines, NULL-terminated, or NULL */
 	void *dst;               /* range body: exactly @len bytes; NULL: @body */
 	const struct iovec *iov; /* or scattered over these (@niov, @len in all) */
 	int niov;

@@ -72,6 +72,7 @@ struct blk {
 struct rfile {
 	struct rfs_bsrc b;
 	char *url, *name, *identity, *etag, *auth, *commit, *linked_etag;
+	char *sigv4, *userpwd, *token_header; /* S3 */
 	int hub;
 	struct rfs_dcache_key key;
 	pthread_mutex_t lk; /* cdn, why */
@@ -615,6 +616,7 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 	uint64_t backoff = 1000;
 	unsigned attempts = 0, hops = 0;
 	char url[4096], last[320] = "";
+	const char *s3_headers[3] = { "x-amz-content-sha256: UNSIGNED-PAYLOAD", f->token_header, NULL };
 
 	for (;;) {
 		struct rfs_http_req r = { 0 };
@@ -643,6 +645,11 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 		r.iov = iov;
 		r.niov = niov;
 		r.auth = f->auth && rfs_http_same_origin(url, f->url) ? f->auth : NULL;
+		if (f->sigv4 && rfs_http_same_origin(url, f->url)) {
+			r.sigv4 = f->sigv4;
+			r.userpwd = f->userpwd;
+			r.extra = (const char *const *)s3_headers;
+		}
 		r.if_match = f->hub ? NULL : f->etag;
 		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
 		r.stall_s = rfs_remote_stall_s();
@@ -1061,11 +1068,52 @@ static enum rfs_code block_err(struct rfile *f, const struct blk *x, enum bstate
 			(unsigned long long)off, (unsigned long long)(off + len - 1), x->why ? x->why : "failed");
 }
 
+/*
+ * After a wait: when a block of @bl[0..@n) failed after the reader began
+ * (@since) for a reason that may pass (not a change of the file) and the
+ * reader's @deadline is not reached, lets go of all of them, drops those
+ * failed blocks nobody else holds (so that the next want fetches them
+ * anew) and returns 1: the reader asks again.  A fetch that was already
+ * under way when a fault ended (it stalled, say) then does not fail a
+ * reader that still has time.  Failures older than the reader answer it at
+ * once (fail_block).  (E.lk held.)
+ */
+static int retry_failed(struct blk **bl, unsigned n, uint64_t since, uint64_t deadline)
+{
+	struct timespec ts;
+	unsigned i, again = 0;
+
+	if (now_ns() >= deadline)
+		return 0;
+	for (i = 0; i < n; i++)
+		again |= bl[i]->st == B_FAILED && bl[i]->code != RFS_E_CHANGED && bl[i]->failed_at >= since;
+	if (!again)
+		return 0;
+	for (i = 0; i < n; i++) {
+		struct blk *b = bl[i];
+
+		if (b->st == B_FAILED && b->refs == 1 && b->failed_at >= since) {
+			unlink_free(b);
+			continue;
+		}
+		release_locked(b);
+	}
+	/* another reader holding a failed block lets go of it soon */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 50000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&E.done, &E.lk, &ts);
+	return 1;
+}
+
 static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t off,
 			    struct rfs_err *err)
 {
 	struct rfile *f = (struct rfile *)s;
-	uint64_t deadline = deadline_from_now(), b, bend;
+	uint64_t since = now_ns(), deadline = deadline_from_now(), b, bend;
 	struct blk *bl[WANT_MAX_BLOCKS];
 	enum bstate st[WANT_MAX_BLOCKS];
 	char *dst = buf;
@@ -1091,6 +1139,8 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 			break;
 		}
 		wait_blocks(bl, n, deadline);
+		if (retry_failed(bl, n, since, deadline))
+			continue;
 		/* the blocks are held: READY ones cannot change or go, so
 		 * their bytes are copied without the lock */
 		for (i = 0; i < n; i++)
@@ -1127,7 +1177,7 @@ static enum rfs_code rpin(struct rfs_bsrc *s, uint64_t off, size_t len, const ch
 			  void **token, struct rfs_err *err)
 {
 	struct rfile *f = (struct rfile *)s;
-	uint64_t deadline = deadline_from_now();
+	uint64_t since = now_ns(), deadline = deadline_from_now();
 	struct blk *x;
 	enum bstate st;
 	int ret;
@@ -1139,11 +1189,13 @@ static enum rfs_code rpin(struct rfs_bsrc *s, uint64_t off, size_t len, const ch
 		return changed_err(f, err);
 	pthread_mutex_lock(&E.lk);
 	start_read(f, off, len);
-	if (!want_locked(f, off / BS, 1, &x, 0)) {
-		pthread_mutex_unlock(&E.lk);
-		return 0;
-	}
-	wait_blocks(&x, 1, deadline);
+	do {
+		if (!want_locked(f, off / BS, 1, &x, 0)) {
+			pthread_mutex_unlock(&E.lk);
+			return 0;
+		}
+		wait_blocks(&x, 1, deadline);
+	} while (retry_failed(&x, 1, since, deadline));
 	st = x->st;
 	if (st == B_READY) {
 		count_use(x);
@@ -1242,6 +1294,11 @@ static void rclose(struct rfs_bsrc *s)
 	free(f->auth);
 	free(f->commit);
 	free(f->linked_etag);
+	if (f->userpwd) /* a secret: not left in freed memory */
+		explicit_bzero(f->userpwd, strlen(f->userpwd));
+	free(f->userpwd);
+	free(f->sigv4);
+	free(f->token_header);
 	free(f->cdn);
 	free(f);
 }
@@ -1288,6 +1345,9 @@ enum rfs_code rfs_remote_open(const struct rfs_remote_file *rf, struct rfs_bsrc 
 	f->auth = dup_or_null(rf->auth, &bad);
 	f->commit = dup_or_null(rf->commit, &bad);
 	f->linked_etag = dup_or_null(rf->linked_etag, &bad);
+	f->sigv4 = dup_or_null(rf->sigv4, &bad);
+	f->userpwd = dup_or_null(rf->userpwd, &bad);
+	f->token_header = dup_or_null(rf->token_header, &bad);
 	pthread_mutex_init(&f->lk, NULL);
 	f->hub = rf->hub;
 	if (bad || !f->url || !f->name || !f->identity) {

@@ -90,6 +90,10 @@ struct rfs_remote_file {
 	const char *commit;       /* hub: the commit the URL names */
 	const char *linked_etag;  /* hub: expected X-Linked-Etag or ETag (normalised) */
 	int64_t mtime_ns;         /* shown as the file's mtime */
+	/* S3 objects: requests to @url's origin are signed by libcurl */
+	const char *sigv4;        /* "aws:amz:REGION:s3", or NULL */
+	const char *userpwd;      /* "KEY:SECRET" */
+	const char *token_header; /* "x-amz-security-token: ...", or NULL */
 };
 
 /** A byte source for @f (copied).  Opening makes no request. */

@@ -11,8 +11,8 @@
 
 int rfs_tdir_is_remote(const char *term)
 {
-	return !strncmp(term, "hf://", 5) || !strncasecmp(term, "http://", 7) ||
-	       !strncasecmp(term, "https://", 8);
+	return !strncmp(term, "hf://", 5) || !strncmp(term, "s3://", 5) ||
+	       !strncasecmp(term, "http://", 7) || !strncasecmp(term, "https://", 8);
 }
 
 /* A web directory term in a SPEC: http(s)://HOST/.../ with nothing that
@@ -34,6 +34,8 @@ int rfs_tdir_probe(const char *term)
 		return web_form(term);
 	if (!strncmp(term, "hf://", 5))
 		return rfs_hub_parse(term, repo, sizeof(repo), rev, sizeof(rev));
+	if (!strncmp(term, "s3://", 5))
+		return rfs_s3_form(term);
 	if (lstat(term, &st) == 0 || !rfs_hub_parse(term, repo, sizeof(repo), rev, sizeof(rev)))
 		return 0;
 	return rfs_hub_probe(repo, rev);
@@ -48,6 +50,8 @@ enum rfs_code rfs_tdir_open(const char *term, struct rfs_tdir **out, struct rfs_
 		return rfs_tdir_web(term, out, err);
 	if (!strncmp(term, "hf://", 5))
 		return rfs_tdir_hub(term, out, err);
+	if (!strncmp(term, "s3://", 5))
+		return rfs_tdir_s3(term, out, err);
 	if (lstat(term, &st) && errno == ENOENT &&
 	    rfs_hub_parse(term, repo, sizeof(repo), rev, sizeof(rev)))
 		return rfs_tdir_hub(term, out, err);

@@ -13,6 +13,7 @@
  * rfs_tdir_open decides what a term is:
  *   hf://...                   a Hub repository (hub.c)
  *   http://... or https://...  a web directory (webdir.c)
+ *   s3://BUCKET/PREFIX         an S3 (or S3-compatible) prefix (s3.c)
  *   an existing local path     a local directory
  *   ORG/NAME[@REV] otherwise   a Hub repository, as the residuals package
  *                              decides (a name with a '/' that is no path)
@@ -81,6 +82,10 @@ enum rfs_code rfs_tdir_local(const char *dir, const char *label, struct rfs_tdir
 			     struct rfs_err *err);
 enum rfs_code rfs_tdir_hub(const char *term, struct rfs_tdir **out, struct rfs_err *err);
 enum rfs_code rfs_tdir_web(const char *url, struct rfs_tdir **out, struct rfs_err *err);
+enum rfs_code rfs_tdir_s3(const char *term, struct rfs_tdir **out, struct rfs_err *err);
+
+/* s3.c: 1 when @term has the form s3://BUCKET[/PREFIX] */
+int rfs_s3_form(const char *term);
 
 /* hub.c: is @term a Hub id (hf://... or ORG/NAME[@REV])?  Fills @repo and
  * @rev (default "main") when it is. */

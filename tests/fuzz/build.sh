@@ -37,7 +37,7 @@ srcs=()
 # (a term may be remote: source.c and spec.c reach the Hub and web code
 # through tdir.c, so that stack links too; no target makes a request)
 for f in core/err.c core/buf.c core/ident.c core/bsrc.c core/strmap.c core/st.c core/util.c \
-	 core/spec.c core/source.c core/tdir.c core/tlocal.c core/hub.c core/webdir.c core/http.c \
+	 core/spec.c core/source.c core/tdir.c core/tlocal.c core/hub.c core/webdir.c core/s3.c core/http.c \
 	 core/remote.c core/dcache.c kernels/kern_scalar.c; do
 	[ -f "$f" ] && srcs+=("$f")
 done

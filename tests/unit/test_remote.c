@@ -124,6 +124,14 @@ static void test_probe_forms(void **state)
 	assert_false(rfs_tdir_probe("https://h.example/models/base"));  /* a SPEC's URL ends with '/' */
 	assert_false(rfs_tdir_probe("https://h/a/+https://h/b/"));
 	assert_false(rfs_tdir_probe("https:///x/"));
+	assert_true(rfs_tdir_is_remote("s3://models/x"));
+	assert_true(rfs_tdir_probe("s3://models/llama-3-8b"));
+	assert_true(rfs_tdir_probe("s3://models"));
+	assert_true(rfs_tdir_probe("s3://my.bucket-1/a/b/c/"));
+	assert_false(rfs_tdir_probe("s3://Models/x"));     /* bucket names are lower case */
+	assert_false(rfs_tdir_probe("s3://ab/x"));         /* 3 to 63 characters */
+	assert_false(rfs_tdir_probe("s3://models/a+s3://models/b"));
+	assert_false(rfs_tdir_probe("s3://-models/x"));
 }
 
 /* ---- an HF cache made here, read with HF_HUB_OFFLINE=1 ------------------------ */
@@ -235,6 +243,9 @@ static void test_spec_remote(void **state)
 	spec_is("hf://o/m-1@v-2+0.5*hf://o/r-3", 2, "hf://o/m-1@v-2", 1, "hf://o/r-3", 0.5);
 	spec_is("https://h.example/a-b/+https://h.example/c+d/", 2, "https://h.example/a-b/", 1,
 		"https://h.example/c+d/", 1);
+	spec_is("s3://models/llama-3-8b+s3://models/llama-3-8b-residuals", 2, "s3://models/llama-3-8b", 1,
+		"s3://models/llama-3-8b-residuals", 1);
+	spec_is("s3://m0d/instruct-s3://m0d/base", 2, "s3://m0d/instruct", 1, "s3://m0d/base", -1);
 	/* bare ids: the cache answers (HF_HUB_OFFLINE=1, no request) */
 	assert_true(rfs_tdir_probe("org/a"));
 	assert_false(rfs_tdir_probe("org/zzz"));
