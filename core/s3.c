@@ -414,9 +414,10 @@ static enum rfs_code list_prefix(struct s3 *s, struct rfs_err *err)
 		/* the query sorted by name and encoded: what the signature covers */
 		if (rfs_http_quote(token, "", qt, sizeof(qt)))
 			return rfs_errf(err, RFS_E_FORMAT, "%s: continuation token too long", s->t.label);
-		if ((size_t)snprintf(url, sizeof(url), "%s%s?%s%s%sdelimiter=%%2F&list-type=2&prefix=%s", base,
-				     s->path_style ? "" : "/", token[0] ? "continuation-token=" : "", qt,
-				     token[0] ? "&" : "", qp) >= sizeof(url))
+		/* path-style: ENDPOINT/BUCKET?...; virtual-hosted: https://BUCKET.HOST/?... */
+		if ((size_t)snprintf(url, sizeof(url), "%s?%s%s%sdelimiter=%%2F&list-type=2&prefix=%s", base,
+				     token[0] ? "continuation-token=" : "", qt, token[0] ? "&" : "", qp) >=
+		    sizeof(url))
 			return rfs_errf(err, RFS_E_FORMAT, "%s: listing URL too long", s->t.label);
 		for (attempt = 1;; attempt++) {
 			enum rfs_http_rc rc;
