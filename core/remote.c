@@ -952,8 +952,8 @@ static uint64_t deadline_from_now(void)
  * what it prefetches (E.lk held).  Reads from many threads arrive out of
  * order, so a read counts as part of the stream while it lies within a
  * window behind the furthest byte read (hwm); anything else is a seek and
- * starts a new stream.  Prefetch starts once a stream has read a whole
- * part, fetches [hwm, hwm + window) when the reader comes within half a
+ * starts a new stream.  Prefetch starts once a stream has read
+ * RFS_TUNE_REMOTE_STREAM bytes, fetches [hwm, hwm + window) when the reader comes within half a
  * window of what was prefetched, and doubles the window (up to
  * RFS_TUNE_REMOTE_WINDOW) each time the reader catches up with it.
  */
@@ -971,7 +971,7 @@ static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
 	f->streak += len;
 	if (end > f->hwm)
 		f->hwm = end;
-	if (!E.prefetch_on || f->streak < RFS_TUNE_REMOTE_PART || E.pref.n >= 4 * E.nworkers)
+	if (!E.prefetch_on || f->streak < RFS_TUNE_REMOTE_STREAM || E.pref.n >= 4 * E.nworkers)
 		return;
 	if (f->pf_end >= f->hwm + f->window / 2 && f->window)
 		return; /* far enough ahead */
@@ -1014,7 +1014,7 @@ static void start_read(struct rfile *f, uint64_t off, uint64_t len)
 	uint64_t bend = (off + len - 1) / BS + 1, wend = bend;
 
 	prefetch_locked(f, off, len);
-	if (E.prefetch_on && f->streak >= RFS_TUNE_REMOTE_PART) {
+	if (E.prefetch_on && f->streak >= RFS_TUNE_REMOTE_STREAM) {
 		wend = (bend + PART_BLOCKS - 1) / PART_BLOCKS * PART_BLOCKS;
 		if (wend > (f->b.size + BS - 1) / BS)
 			wend = (f->b.size + BS - 1) / BS;

@@ -33,10 +33,12 @@
 
 #include "http.h"
 #include "remote.h"
+#include "strmap.h"
 
 #define LIST_MAX_BODY (16u << 20)
 #define LIST_ATTEMPTS 3
 #define MAX_PAGES 10000
+#define MAX_OBJECTS 200000 /* top-level objects of one prefix */
 
 struct sfile {
 	char *name;      /* the key less the prefix */
@@ -57,6 +59,7 @@ struct s3 {
 	char *token_header;    /* "x-amz-security-token: ...", or NULL */
 	size_t n;
 	struct sfile *files;
+	struct rfs_strmap by_name; /* name -> index + 1 in files */
 };
 
 /* ---- names and configuration ---------------------------------------------- */
@@ -363,7 +366,7 @@ static enum rfs_code parse_page(struct s3 *s, const char *body, size_t len, char
 		if (!ce)
 			return rfs_errf(err, RFS_E_FORMAT, "%s: a listing entry does not end", s->t.label);
 		if (!xml_get(c, ce, "Key", key, sizeof(key)) || !xml_get(c, ce, "Size", size, sizeof(size)) ||
-		    !xml_get(c, ce, "ETag", etag, sizeof(etag)))
+		    !xml_get(c, ce, "ETag", etag, sizeof(etag)) || !etag[0] || !strcmp(etag, "\"\""))
 			return rfs_errf(err, RFS_E_FORMAT, "%s: a listing entry lacks a key, size or ETag",
 					s->t.label);
 		xml_get(c, ce, "LastModified", lm, sizeof(lm));
@@ -378,9 +381,11 @@ static enum rfs_code parse_page(struct s3 *s, const char *body, size_t len, char
 				break;
 		if (*x || key[pl] == '.')
 			continue;
-		for (size_t i = 0; i < s->n; i++)
-			if (!strcmp(s->files[i].name, key + pl))
-				return rfs_errf(err, RFS_E_FORMAT, "%s: '%s' listed twice", s->t.label, key);
+		if (rfs_strmap_get(&s->by_name, key + pl))
+			return rfs_errf(err, RFS_E_FORMAT, "%s: '%s' listed twice", s->t.label, key);
+		if (s->n >= MAX_OBJECTS)
+			return rfs_errf(err, RFS_E_FORMAT, "%s: more than %d objects under the prefix",
+					s->t.label, MAX_OBJECTS);
 		g = realloc(s->files, (s->n + 1) * sizeof(*g));
 		if (!g)
 			return rfs_errf(err, RFS_E_NOMEM, "out of memory");
@@ -388,7 +393,8 @@ static enum rfs_code parse_page(struct s3 *s, const char *body, size_t len, char
 		g[s->n] = (struct sfile){ .name = strdup(key + pl), .size = sz, .etag = strdup(etag),
 					  .mtime = iso_seconds(lm) };
 		s->n++;
-		if (!g[s->n - 1].name || !g[s->n - 1].etag)
+		if (!g[s->n - 1].name || !g[s->n - 1].etag ||
+		    rfs_strmap_put(&s->by_name, g[s->n - 1].name, (void *)(uintptr_t)s->n) != RFS_PUT_NEW)
 			return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	}
 	xml_get(body, end, "IsTruncated", trunc, sizeof(trunc));
@@ -397,6 +403,29 @@ static enum rfs_code parse_page(struct s3 *s, const char *body, size_t len, char
 		return rfs_errf(err, RFS_E_FORMAT, "%s: a truncated listing without a continuation token",
 				s->t.label);
 	return 0;
+}
+
+enum rfs_code rfs_s3_parse_listing(const char *body, size_t len, const char *prefix,
+				   void (*each)(const char *name, uint64_t size, const char *etag,
+						void *ctx),
+				   void *ctx, char *next, size_t nlen, struct rfs_err *err)
+{
+	struct s3 s = { 0 };
+	size_t i;
+	int ret;
+
+	s.t.label = (char *)"s3://fuzz/";
+	snprintf(s.prefix, sizeof(s.prefix), "%s", prefix);
+	ret = parse_page(&s, body, len, next, nlen, err);
+	for (i = 0; i < s.n; i++) {
+		if (!ret)
+			each(s.files[i].name, s.files[i].size, s.files[i].etag, ctx);
+		free(s.files[i].name);
+		free(s.files[i].etag);
+	}
+	free(s.files);
+	rfs_strmap_release(&s.by_name);
+	return ret;
 }
 
 static enum rfs_code list_prefix(struct s3 *s, struct rfs_err *err)
@@ -454,12 +483,9 @@ static enum rfs_code list_prefix(struct s3 *s, struct rfs_err *err)
 
 static struct sfile *sfind(struct s3 *s, const char *name)
 {
-	size_t i;
+	uintptr_t i = (uintptr_t)rfs_strmap_get(&s->by_name, name);
 
-	for (i = 0; i < s->n; i++)
-		if (!strcmp(s->files[i].name, name))
-			return &s->files[i];
-	return NULL;
+	return i ? &s->files[i - 1] : NULL;
 }
 
 static int s_exists(struct rfs_tdir *t, const char *name)
@@ -521,6 +547,7 @@ static void s_close(struct rfs_tdir *t)
 		free(s->files[i].etag);
 	}
 	free(s->files);
+	rfs_strmap_release(&s->by_name);
 	if (s->userpwd)
 		explicit_bzero(s->userpwd, strlen(s->userpwd));
 	free(s->userpwd);

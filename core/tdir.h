@@ -87,6 +87,15 @@ enum rfs_code rfs_tdir_s3(const char *term, struct rfs_tdir **out, struct rfs_er
 /* s3.c: 1 when @term has the form s3://BUCKET[/PREFIX] */
 int rfs_s3_form(const char *term);
 
+/* s3.c, for tests and the fuzz target: reads one ListObjectsV2 page as
+ * resolution does for the prefix @prefix ("" or ending with '/'), calling
+ * @each for every top-level object kept; the continuation token (or "")
+ * into @next.  0 or the error resolution would give. */
+enum rfs_code rfs_s3_parse_listing(const char *body, size_t len, const char *prefix,
+				   void (*each)(const char *name, uint64_t size, const char *etag,
+						void *ctx),
+				   void *ctx, char *next, size_t nlen, struct rfs_err *err);
+
 /* hub.c: is @term a Hub id (hf://... or ORG/NAME[@REV])?  Fills @repo and
  * @rev (default "main") when it is. */
 int rfs_hub_parse(const char *term, char *repo, size_t repolen, char *rev, size_t revlen);

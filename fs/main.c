@@ -76,7 +76,7 @@ static const char usage_text[] =
 	"  --remote-cache-dir DIR        disk block cache (default\n"
 	"                                $XDG_CACHE_HOME/residfs/blocks or ~/.cache/residfs/blocks)\n"
 	"  --remote-cache-size SIZE      its bound, 0 to turn it off (default 10G; it also\n"
-	"                                keeps 5%% of its file system free)\n"
+	"                                keeps 5% of its file system free)\n"
 	"  --remote-connections N        parallel connections, 1 to 64 (default 8)\n"
 	"  --remote-memory SIZE          remote bytes kept in memory (default 256M)\n"
 	"  --remote-timeout SECONDS      deadline of one read before EIO, 1 to 3600 (default 60)\n"
