@@ -556,6 +556,32 @@ static void s_close(struct rfs_tdir *t)
 	free(s);
 }
 
+int rfs_s3_probe(const char *term)
+{
+	struct s3 *s = calloc(1, sizeof(*s));
+	struct rfs_err e = { 0 };
+	int yes = 1;
+
+	if (!s)
+		return 0;
+	if (!s3_parse(term, s->bucket, sizeof(s->bucket), s->prefix, sizeof(s->prefix))) {
+		free(s);
+		return 0;
+	}
+	/* a prefix without '+' or '-' cannot be two terms run together: its
+	 * form is enough (and the term is listed once, when opened); else
+	 * only a listing without config.json says no: any other failure
+	 * (credentials, the network) is for the open to report, naming it */
+	if (strpbrk(s->prefix, "+-")) {
+		if (asprintf(&s->t.label, "s3://%s/%s", s->bucket, s->prefix) < 0)
+			s->t.label = NULL;
+		else if (!configure(s, &e) && !list_prefix(s, &e))
+			yes = sfind(s, "config.json") != NULL;
+	}
+	s_close(&s->t);
+	return yes;
+}
+
 static const struct rfs_tdir_ops s3_ops = {
 	.exists = s_exists, .is_file = s_exists, .open = s_open, .list = s_list, .close = s_close,
 };

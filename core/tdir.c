@@ -35,7 +35,7 @@ int rfs_tdir_probe(const char *term)
 	if (!strncmp(term, "hf://", 5))
 		return rfs_hub_parse(term, repo, sizeof(repo), rev, sizeof(rev));
 	if (!strncmp(term, "s3://", 5))
-		return rfs_s3_form(term);
+		return rfs_s3_probe(term);
 	if (lstat(term, &st) == 0 || !rfs_hub_parse(term, repo, sizeof(repo), rev, sizeof(rev)))
 		return 0;
 	return rfs_hub_probe(repo, rev);

@@ -86,6 +86,10 @@ enum rfs_code rfs_tdir_s3(const char *term, struct rfs_tdir **out, struct rfs_er
 
 /* s3.c: 1 when @term has the form s3://BUCKET[/PREFIX] */
 int rfs_s3_form(const char *term);
+/* s3.c: for splitting a SPEC: 1 when @term has that form and, if its prefix
+ * holds a '+' or '-' (it could be two terms run together), its listing has
+ * a config.json (or fails for another reason, which the open reports) */
+int rfs_s3_probe(const char *term);
 
 /* s3.c, for tests and the fuzz target: reads one ListObjectsV2 page as
  * resolution does for the prefix @prefix ("" or ending with '/'), calling
