@@ -573,19 +573,19 @@ def test_web_https_untrusted_refused(M, web_https, tmp_path):
 TARGET = "model.layers.0.mlp.up_proj.weight"
 
 
-@pytest.fixture(scope="module")
-def big(emu, tmp_path_factory):
-    """A bf16 model of about 230 MiB (tensors of 16 and 32 MiB) and bf16 residuals as
-    large, served as org/bigbase and org/bigres.  TARGET (16 MiB) is the last tensor of
-    the base's first shard and of the residuals' file, so that no prefetch past its end
-    can hide in the counts."""
-    root = str(tmp_path_factory.mktemp("remote-big"))
-    rng = np.random.default_rng(99)
-    V, Hd, I, L, KV = 16384, 1024, 8192, 3, 1024
+def target_last_models(root, seed, dims, place):
+    """bf16 base (2 shards) and bf16 residuals under @root, llama @dims (V, Hd, I, L,
+    KV), TARGET the last tensor of the base's first shard (the base's tensors other
+    than TARGET in order, TARGET at index place(names)) and of the residuals' file;
+    with the expected merged bytes of TARGET, its byte ranges in both files and the
+    files' sizes."""
+    rng = np.random.default_rng(seed)
+    V, Hd, I, L, KV = dims
     shapes = dict(H.llama_shapes(V, Hd, I, L, KV, False))
     names = list(shapes)
     names.remove(TARGET)
-    order = names[:14] + [TARGET] + names[14:]
+    at = place(names)
+    order = names[:at] + [TARGET] + names[at:]
     bt = {n: rand_bf16(rng, shapes[n], 0x3C00) for n in order}
     cfg = H.llama_config(V, Hd, I, L, KV, False, "BF16")
     b = Models()
@@ -603,7 +603,17 @@ def big(emu, tmp_path_factory):
     b.sizes = {d: {fn: os.path.getsize(os.path.join(root, d, fn)) for fn in os.listdir(os.path.join(root, d))}
                for d in ("base", "res")}
     b.total = sum(sum(s.values()) for s in b.sizes.values())
-    del bt, dt
+    return b
+
+
+@pytest.fixture(scope="module")
+def big(emu, tmp_path_factory):
+    """A bf16 model of about 230 MiB (tensors of 16 and 32 MiB) and bf16 residuals as
+    large, served as org/bigbase and org/bigres.  TARGET (16 MiB) is the last tensor of
+    the base's first shard and of the residuals' file, so that no prefetch past its end
+    can hide in the counts."""
+    b = target_last_models(str(tmp_path_factory.mktemp("remote-big")), 99,
+                           (16384, 1024, 8192, 3, 1024), lambda names: 14)
     emu.add_repo_dir("org/bigbase", b.base.path)
     emu.add_repo_dir("org/bigres", b.res.path)
     return b

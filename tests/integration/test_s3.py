@@ -44,9 +44,9 @@ import numpy as np
 import pytest
 
 import rfshelp as H
-from test_remote import (BLOCK, SHARD1, SHARD2, M, MiB, Models,  # noqa: F401 - M, ref, fg: fixtures
+from test_remote import (BLOCK, SHARD1, SHARD2, TARGET, M, MiB, Models,  # noqa: F401 - M, ref, fg: fixtures
                          MountFailed, check_card, compare, expect_eio, fg, free_port, guarded, local,
-                         make_env, rand_bf16, ref, refused, rfs, st_offsets)
+                         make_env, rand_bf16, ref, refused, rfs, st_offsets, target_last_models)
 
 sys.path.insert(0, os.path.join(H.REPO, "tests", "remote"))
 from s3server import S3Server  # noqa: E402
@@ -74,39 +74,13 @@ def upload(s3, bucket, prefix, d, extra=None):
     return s3.put_many(bucket, items)
 
 
-TARGET = "model.layers.0.mlp.up_proj.weight"
-
-
 @pytest.fixture(scope="module")
 def lazy(tmp_path_factory):
     """A bf16 model of about 15 MiB (2 shards) and bf16 residuals as large, TARGET (1 MiB)
     the last tensor of the base's first shard and of the residuals' file, so that no
     prefetch past its end can hide in the counts (test_remote.py's `big`, smaller)."""
-    root = str(tmp_path_factory.mktemp("s3-lazy"))
-    rng = np.random.default_rng(77)
-    V, Hd, I, L, KV = 3072, 512, 1024, 2, 256
-    shapes = dict(H.llama_shapes(V, Hd, I, L, KV, False))
-    names = list(shapes)
-    names.remove(TARGET)
-    per = (len(names) + 1 + 1) // 2
-    order = names[:per - 1] + [TARGET] + names[per - 1:]
-    bt = {n: rand_bf16(rng, shapes[n], 0x3C00) for n in order}
-    cfg = H.llama_config(V, Hd, I, L, KV, False, "BF16")
-    b = Models()
-    b.root = root
-    b.base = H.write_model(os.path.join(root, "base"), bt, cfg, nshards=2, order=order, flavour="base")
-    assert b.base.shards[0][1][-1] == TARGET, b.base.shards[0][1]
-    dt = {n: rand_bf16(rng, shapes[n], 0x3A00) for n in order}
-    b.res = H.write_residuals(os.path.join(root, "res"), {n: dt[n] for n in sorted(dt)}, vocab=V)
-    items = [(n, dt[n]) for n in sorted(dt) if n != TARGET] + [(TARGET, dt[TARGET])]
-    H.write_file(os.path.join(b.res.path, "model.safetensors"), H.st_bytes(items))
-    b.expected = H.merge_tensor(bt[TARGET], [(dt[TARGET], 1.0)], "BF16").raw
-    b.base_range = st_offsets(os.path.join(b.base.path, SHARD1), TARGET)
-    b.res_range = st_offsets(os.path.join(b.res.path, "model.safetensors"), TARGET)
-    b.sizes = {d: {fn: os.path.getsize(os.path.join(root, d, fn)) for fn in os.listdir(os.path.join(root, d))}
-               for d in ("base", "res")}
-    b.total = sum(sum(s.values()) for s in b.sizes.values())
-    return b
+    return target_last_models(str(tmp_path_factory.mktemp("s3-lazy")), 77, (3072, 512, 1024, 2, 256),
+                              lambda names: (len(names) + 2) // 2 - 1)
 
 
 @pytest.fixture(scope="module")
