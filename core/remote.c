@@ -67,6 +67,8 @@ struct blk {
 	char *why;     /* FAILED */
 	int code;
 	uint64_t failed_at; /* FAILED: when (now_ns) */
+	uint64_t started;   /* when its job began (now_ns) */
+	int told;           /* FAILED: a reader was answered with it */
 };
 
 struct rfile {
@@ -345,10 +347,11 @@ static struct blk *create(struct rfile *f, uint64_t idx, int prefetch)
 
 /*
  * Marks @b FAILED with @code and @why (E.lk held).  Its buffer goes at
- * once, but the block stays in the table for RFS_TUNE_REMOTE_FAIL_HOLD_MS:
- * a read of it meanwhile fails at once (the kernel retries a failed read
- * right away, and each retry would otherwise wait a whole deadline again);
- * a read after that fetches anew.
+ * once.  Once a reader has been answered with the failure (block_err), the
+ * block stays in the table for RFS_TUNE_REMOTE_FAIL_HOLD_MS: a read of it
+ * meanwhile fails at once (the kernel retries a failed read right away,
+ * and each retry would otherwise wait a whole deadline again); a read after
+ * that, or of a failure nobody was told of, fetches anew.
  */
 static void fail_block(struct blk *b, int code, const char *why)
 {
@@ -360,8 +363,12 @@ static void fail_block(struct blk *b, int code, const char *why)
 	drop_data(b);
 }
 
+/* A failed block stays (answering at once) only while its failure is
+ * fresh and a reader was told of it: the kernel's retry of that read. */
 static int fail_expired(const struct blk *b)
 {
+	if (!b->told)
+		return 1;
 	return now_ns() - b->failed_at > RFS_TUNE_REMOTE_FAIL_HOLD_MS * 1000000ull;
 }
 
@@ -719,8 +726,10 @@ static void run_job(struct job *j)
 	unsigned i, k, m;
 
 	pthread_mutex_lock(&E.lk);
-	for (i = 0; i < j->n; i++)
+	for (i = 0; i < j->n; i++) {
 		bl[i] = find(&f->key, j->first + i); /* FETCH blocks stay: this job owns them */
+		bl[i]->started = now_ns();
+	}
 	pthread_mutex_unlock(&E.lk);
 	for (i = 0; i < j->n; i++) {
 		code[i] = 1; /* still needed */
@@ -1022,7 +1031,8 @@ static void start_read(struct rfile *f, uint64_t off, uint64_t len)
 	want_locked(f, off / BS, (unsigned)(wend - off / BS < 4096 ? wend - off / BS : 4096), NULL, 0);
 }
 
-/* Waits until none of @bl[0..@n) is FETCH, or a little past @deadline
+/* Waits until none of @bl[0..@n) is FETCH, or one holds a failure just
+ * reported to another reader (fail_block), or a little past @deadline
  * (the worker gives up by it) (E.lk held). */
 static void wait_blocks(struct blk **bl, unsigned n, uint64_t deadline)
 {
@@ -1031,9 +1041,14 @@ static void wait_blocks(struct blk **bl, unsigned n, uint64_t deadline)
 	unsigned i;
 
 	for (;;) {
-		for (i = 0; i < n && bl[i]->st != B_FETCH; i++)
-			;
-		if (i == n || now_ns() > deadline + 2000000000ull)
+		int fetching = 0;
+
+		for (i = 0; i < n; i++) {
+			if (bl[i]->st == B_FAILED && bl[i]->told && !fail_expired(bl[i]))
+				return; /* a failure just reported: the read fails now */
+			fetching |= bl[i]->st == B_FETCH;
+		}
+		if (!fetching || now_ns() > deadline + 2000000000ull)
 			return;
 		clock_gettime(CLOCK_REALTIME, &now);
 		t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 500000000ull;
@@ -1056,9 +1071,13 @@ static void count_use(struct blk *x)
 }
 
 /* Why block @x (not READY) failed a read of [@off, @off + @len), in @err. */
-static enum rfs_code block_err(struct rfile *f, const struct blk *x, enum bstate st, uint64_t off,
+static enum rfs_code block_err(struct rfile *f, struct blk *x, enum bstate st, uint64_t off,
 			       uint64_t len, struct rfs_err *err)
 {
+	if (st == B_FAILED && !x->told) {
+		x->told = 1;
+		x->failed_at = now_ns(); /* held from when the reader heard of it */
+	}
 	if (st == B_FETCH)
 		return rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
 				(unsigned long long)off, (unsigned long long)(off + len - 1), E.conf.timeout_s);
@@ -1069,14 +1088,16 @@ static enum rfs_code block_err(struct rfile *f, const struct blk *x, enum bstate
 }
 
 /*
- * After a wait: when a block of @bl[0..@n) failed after the reader began
- * (@since) for a reason that may pass (not a change of the file) and the
- * reader's @deadline is not reached, lets go of all of them, drops those
- * failed blocks nobody else holds (so that the next want fetches them
- * anew) and returns 1: the reader asks again.  A fetch that was already
- * under way when a fault ended (it stalled, say) then does not fail a
- * reader that still has time.  Failures older than the reader answer it at
- * once (fail_block).  (E.lk held.)
+ * After a wait: when a block of @bl[0..@n) was being fetched before the
+ * reader began (@since) and failed after, for a reason that may pass (not
+ * a change of the file), and the reader's @deadline is not reached, lets
+ * go of all of them, drops those failed blocks nobody else holds (so that
+ * the next want fetches them anew) and returns 1: the reader asks again.
+ * A fetch that was already under way when a fault ended (it stalled, say)
+ * then does not fail a reader that came later with time left.  A fetch the
+ * reader itself started answers it with its failure (it had its deadline),
+ * and failures older than the reader answer at once (fail_block).
+ * (E.lk held.)
  */
 static int retry_failed(struct blk **bl, unsigned n, uint64_t since, uint64_t deadline)
 {
@@ -1086,13 +1107,14 @@ static int retry_failed(struct blk **bl, unsigned n, uint64_t since, uint64_t de
 	if (now_ns() >= deadline)
 		return 0;
 	for (i = 0; i < n; i++)
-		again |= bl[i]->st == B_FAILED && bl[i]->code != RFS_E_CHANGED && bl[i]->failed_at >= since;
+		again |= bl[i]->st == B_FAILED && bl[i]->code != RFS_E_CHANGED && bl[i]->failed_at >= since &&
+			 bl[i]->started < since;
 	if (!again)
 		return 0;
 	for (i = 0; i < n; i++) {
 		struct blk *b = bl[i];
 
-		if (b->st == B_FAILED && b->refs == 1 && b->failed_at >= since) {
+		if (b->st == B_FAILED && b->refs == 1 && b->failed_at >= since && b->started < since) {
 			unlink_free(b);
 			continue;
 		}
@@ -1158,8 +1180,12 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 				bad = i + 1;
 		}
 		pthread_mutex_lock(&E.lk);
-		if (bad)
+		if (bad) {
 			ret = block_err(f, bl[bad - 1], st[bad - 1], off, len, err);
+			for (i = 0; i < n; i++) /* the kernel's retry fails at once */
+				if (st[i] == B_FAILED && !bl[i]->told)
+					block_err(f, bl[i], st[i], off, len, NULL);
+		}
 		for (i = 0; i < n; i++) {
 			if (st[i] == B_READY)
 				count_use(bl[i]);
