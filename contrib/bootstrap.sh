@@ -8,9 +8,11 @@ set -euo pipefail
 # recommended by clang): the fuzz targets (tests/fuzz); gcc's ASan/UBSan/TSan
 # runtimes come with gcc.  nginx-light (with its echo module) and openssl: the
 # web server and TLS certificate of the remote-source tests (tests/remote).
+# util-linux (mount, unshare) and systemd (systemd-analyze): the fstab and
+# unit tests (tests/integration/test_ecosystem.py).
 pkgs=(meson ninja-build pkg-config gcc g++ libfuse3-dev fuse3 libcjson-dev libxxhash-dev
-      libcmocka-dev libcurl4-openssl-dev python3 python3-venv clang libclang-rt-14-dev
-      nginx-light openssl)
+      libcmocka-dev libcurl4-openssl-dev libyaml-dev python3 python3-venv clang libclang-rt-14-dev
+      nginx-light openssl util-linux systemd)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -176,12 +176,13 @@ int rfs_pb_add_chat_files(struct rfs_build *b)
 	size_t k;
 	int ret;
 
-	for (k = 1; !p->compute && k < p->nsrc; k++)
+	/* a merge's tokenizer and generation config are its base's */
+	for (k = 1; !p->compute && !p->recipe && k < p->nsrc; k++)
 		if (has_tokenizer(p->src[k]->td)) {
 			tok = p->src[k];
 			break;
 		}
-	for (k = 1; !p->compute && k < p->nsrc && !gen; k++)
+	for (k = 1; !p->compute && !p->recipe && k < p->nsrc && !gen; k++)
 		if (p->src[k]->td->ops->exists(p->src[k]->td, "generation_config.json"))
 			gen = p->src[k];
 	if (!gen && p->src[0]->td->ops->exists(p->src[0]->td, "generation_config.json"))

@@ -564,7 +564,7 @@ static enum rfs_code h_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 		return rfs_errf(err, RFS_E_RANGE, "%s/%s: URL too long", t->label, name);
 	snprintf(label, sizeof(label), "%s/%s", t->label, name);
 	rf = (struct rfs_remote_file){
-		.url = url, .name = label, .size = f->size, .identity = f->identity, .auth = h->auth,
+		.url = url, .name = label, .source = t->label, .size = f->size, .identity = f->identity, .auth = h->auth,
 		.hub = 1, .commit = h->commit, .linked_etag = f->etag, .mtime_ns = h->mtime_ns,
 	};
 	return rfs_remote_open(&rf, out, err);

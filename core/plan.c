@@ -19,7 +19,23 @@
 
 #include "apply.h"
 #include "compute.h"
+#include "merge.h"
 #include "pstore.h"
+
+/* The plan's name map and mtimes once its files are all there. */
+static int finish(struct rfs_build *b)
+{
+	struct rfs_plan *p = b->p;
+	size_t i;
+
+	/* the build's name map pointed into an array that grew: index the final one */
+	for (i = 0; i < p->nfiles; i++)
+		if (rfs_strmap_put(&p->byname, p->files[i].name, &p->files[i]) == RFS_PUT_NOMEM)
+			return rfs_errf(b->err, RFS_E_NOMEM, "out of memory");
+	for (i = 0; i < p->nfiles; i++)
+		p->files[i].mtime_ns = p->mtime_ns;
+	return 0;
+}
 
 enum rfs_code rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 			     struct rfs_plan **out, struct rfs_err *err)
@@ -77,16 +93,12 @@ enum rfs_code rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 	}
 	p->spec = *spec;
 	ret = p->compute ? rfs_pb_compute(&b) : rfs_pb_apply(&b);
-	/* the build's name map pointed into an array that grew: index the final one */
-	for (i = 0; i < p->nfiles && !ret; i++)
-		if (rfs_strmap_put(&p->byname, p->files[i].name, &p->files[i]) == RFS_PUT_NOMEM)
-			ret = rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	if (!ret)
+		ret = finish(&b);
 	if (ret) {
 		memset(&p->spec, 0, sizeof(p->spec));
 		goto fail;
 	}
-	for (i = 0; i < p->nfiles; i++)
-		p->files[i].mtime_ns = p->mtime_ns;
 	memset(spec, 0, sizeof(*spec));
 	rfs_strmap_release(&b.names);
 	*out = p;
@@ -95,6 +107,57 @@ fail:
 	rfs_strmap_release(&b.names);
 	rfs_plan_free(p);
 	return ret;
+}
+
+enum rfs_code rfs_plan_build_recipe(struct rfs_recipe *r, const struct rfs_opts *opts,
+				    struct rfs_plan **out, struct rfs_err *err)
+{
+	struct rfs_plan *p = calloc(1, sizeof(*p));
+	struct rfs_build b = { .p = p, .err = err };
+	struct rfs_spec spec = { 0 };
+	size_t i, k;
+	int ret = 0;
+
+	if (!p)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	p->opts = *opts;
+	/* the terms: the base (or, without one, the first model) first, as its
+	 * layout is the result's, then every other model once */
+	ret = rfs_spec_add(&spec, r->base_model ? r->base_model : r->models[0].ref, 1.0, err);
+	for (k = 0; k < r->nmodels && !ret; k++) {
+		for (i = 0; i < spec.nterms && strcmp(spec.terms[i].path, r->models[k].ref); i++)
+			;
+		if (i == spec.nterms)
+			ret = rfs_spec_add(&spec, r->models[k].ref, 1.0, err);
+	}
+	for (i = 0; i < spec.nterms && !ret; i++) {
+		ret = rfs_src_open(spec.terms[i].path, &p->src[i], err);
+		if (ret)
+			break;
+		p->nsrc++;
+		if (p->src[i]->mtime_ns > p->mtime_ns)
+			p->mtime_ns = p->src[i]->mtime_ns;
+	}
+	if (ret) {
+		rfs_spec_release(&spec);
+		rfs_plan_free(p);
+		return ret;
+	}
+	p->spec = spec;
+	p->recipe = r;
+	b.tinfo_cap = p->src[0]->ntensors + 1;
+	p->tinfo = calloc(b.tinfo_cap, sizeof(*p->tinfo));
+	ret = p->tinfo ? rfs_pb_merge(&b) : rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	if (!ret)
+		ret = finish(&b);
+	rfs_strmap_release(&b.names);
+	if (ret) {
+		p->recipe = NULL; /* the caller keeps it */
+		rfs_plan_free(p);
+		return ret;
+	}
+	*out = p;
+	return 0;
 }
 
 void rfs_plan_free(struct rfs_plan *p)
@@ -109,8 +172,12 @@ void rfs_plan_free(struct rfs_plan *p)
 		free(p->files[i].srcs);
 	}
 	free(p->files);
-	for (i = 0; i < p->ncomp; i++)
+	for (i = 0; i < p->ncomp; i++) {
+		if (p->comps[i]->merge)
+			pthread_mutex_destroy(&p->comps[i]->merge->lk);
+		free(p->comps[i]->merge);
 		free(p->comps[i]);
+	}
 	free(p->comps);
 	for (i = 0; i < p->nlits; i++)
 		free(p->lits[i]);
@@ -131,6 +198,10 @@ void rfs_plan_free(struct rfs_plan *p)
 	for (i = 0; i < p->nsrc; i++)
 		rfs_src_close(p->src[i]);
 	rfs_spec_release(&p->spec);
+	if (p->recipe) {
+		rfs_recipe_release(p->recipe);
+		free(p->recipe);
+	}
 	free(p);
 }
 

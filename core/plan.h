@@ -44,6 +44,16 @@ struct rfs_vfile;
 enum rfs_code rfs_plan_build(struct rfs_spec *spec, const struct rfs_opts *opts,
 			     struct rfs_plan **out, struct rfs_err *err);
 
+struct rfs_recipe;
+
+/**
+ * The plan of a mergekit recipe (merge.h): opens the base and the models
+ * and builds what mergekit would write.  On success the plan takes @r
+ * over (a heap object, freed with the plan); on failure the caller keeps it.
+ */
+enum rfs_code rfs_plan_build_recipe(struct rfs_recipe *r, const struct rfs_opts *opts,
+				    struct rfs_plan **out, struct rfs_err *err);
+
 /** Frees everything; accepts NULL. */
 void rfs_plan_free(struct rfs_plan *p);
 

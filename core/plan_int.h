@@ -30,6 +30,7 @@ struct rfs_comp {
 	uint64_t numel;
 	unsigned nops;        /* at most RFS_SPEC_MAX_TERMS */
 	int cast_first;
+	struct rfs_mcomp *merge; /* a recipe's method (merge.h; owned), NULL: the sum of ops */
 	struct rfs_operand ops[]; /* nops of them (allocated for the count) */
 };
 
@@ -73,6 +74,7 @@ struct rfs_tinfo {
 
 struct rfs_plan {
 	int compute;          /* 1: result is a residuals directory */
+	struct rfs_recipe *recipe; /* a mergekit recipe's merge (merge.h; owned), or NULL */
 	struct rfs_spec spec;
 	struct rfs_opts opts;
 	size_t nsrc;

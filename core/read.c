@@ -11,6 +11,7 @@
  * (bsrc.h): where they come from is no concern of this file.
  */
 #include "read.h"
+#include "merge.h"
 #include "plan_int.h"
 
 #include <errno.h>
@@ -271,6 +272,8 @@ static int batch_add(struct batch *b, const struct rfs_comp *c, char *dst, uint6
 	uint64_t have[RFS_SPEC_MAX_TERMS];
 	unsigned k;
 
+	if (c->merge)
+		return 1; /* a recipe's method: rfs_merge_compute */
 	memset(win, 0, c->nops * sizeof(*win));
 	for (k = 0; k < c->nops; k++) {
 		const struct rfs_operand *o = &c->ops[k];
@@ -395,6 +398,8 @@ enum rfs_code rfs_comp_compute(const struct rfs_comp *c, void *dstv, uint64_t a,
 	char *in[RFS_SPEC_MAX_TERMS], *out, *dst = dstv;
 	unsigned k;
 
+	if (c->merge)
+		return rfs_merge_compute(c, dstv, a, len, rd, err);
 	if (rfs_busguard_ready()) {
 		int mapped, ret = compute_mapped(c, dst, a, len, rd->be, &mapped, err);
 

@@ -44,6 +44,7 @@
 
 #include "dcache.h"
 #include "http.h"
+#include "log.h"
 #include "tunables.h"
 
 #define BS RFS_TUNE_REMOTE_BLOCK
@@ -76,6 +77,7 @@ struct rfile {
 	char *url, *name, *identity, *etag, *auth, *commit, *linked_etag;
 	char *sigv4, *userpwd, *token_header; /* S3 */
 	int hub;
+	struct rgroup *grp; /* the source's counters, or NULL */
 	struct rfs_dcache_key key;
 	pthread_mutex_t lk; /* cdn, why */
 	char *cdn;          /* where the resolve URL redirected, NULL: ask it */
@@ -117,7 +119,7 @@ static struct engine {
 	struct rfs_dcache *dc;
 	struct rfs_remote_conf conf;
 	int configured;
-	rfs_remote_log_fn log;
+	struct rgroup *groups, **groups_tail; /* never freed before shutdown */
 	/* counters (atomics: also bumped outside the lock) */
 	atomic_uint_fast64_t requests, bytes, retries, failures, mem_hits, disk_hits, misses,
 		prefetched, peak;
@@ -186,24 +188,21 @@ long rfs_remote_stall_s(void)
 	return s < 2 ? 2 : s > 15 ? 15 : s;
 }
 
-void rfs_remote_set_log(rfs_remote_log_fn fn)
-{
-	E.log = fn;
-}
+/* The counters of one source (a term), bumped with the engine's. */
+struct rgroup {
+	struct rgroup *next;
+	char *name;
+	atomic_uint_fast64_t requests, bytes, retries, failures, mem_hits, disk_hits, misses,
+		prefetched;
+};
 
-void rfs_remote_log(const char *fmt, ...)
-{
-	char line[1200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (E.log)
-		E.log(line);
-	else
-		fprintf(stderr, "residfs: %s\n", line);
-}
+/* Adds @n to counter @field of the engine and of @f's source. */
+#define COUNT(f, field, n)                                                   \
+	do {                                                                 \
+		atomic_fetch_add(&E.field, (n));                             \
+		if ((f)->grp)                                                \
+			atomic_fetch_add(&(f)->grp->field, (n));             \
+	} while (0)
 
 /* ---- the block table (E.lk held) ------------------------------------------ */
 
@@ -465,7 +464,7 @@ static void mark_changed(struct rfile *f, const char *fmt, ...)
 		vsnprintf(f->why, sizeof(f->why), fmt, ap);
 		va_end(ap);
 		atomic_store(&f->changed, 1);
-		rfs_remote_log("error: %s: %s; every read of it fails from now on", f->name, f->why);
+		rfs_log(RFS_LOG_ERROR, "%s: %s; every read of it fails from now on", f->name, f->why);
 	}
 	pthread_mutex_unlock(&f->lk);
 }
@@ -660,7 +659,7 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 		r.if_match = f->hub ? NULL : f->etag;
 		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
 		r.stall_s = rfs_remote_stall_s();
-		atomic_fetch_add(&E.requests, 1);
+		COUNT(f, requests, 1);
 		switch (rfs_http_do(&r)) {
 		case RFS_HTTP_FATAL:
 			snprintf(why, whylen, "%s", r.why);
@@ -678,7 +677,7 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 				v = judge(f, &r, on_cdn, last, sizeof(last));
 			}
 			if (v == V_OK)
-				atomic_fetch_add(&E.bytes, len);
+				COUNT(f, bytes, len);
 			break;
 		}
 		rfs_http_reset(&r);
@@ -692,11 +691,10 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 			continue;
 		/* V_RETRY, or redirects going round: back off */
 		attempts++;
-		atomic_fetch_add(&E.retries, 1);
+		COUNT(f, retries, 1);
 		wait = r.retry_after >= 0 && (uint64_t)r.retry_after * 1000 > backoff
 			       ? (uint64_t)r.retry_after * 1000 : backoff;
-		if (E.conf.verbose)
-			rfs_remote_log("%s: bytes %llu-%llu: attempt %u: %s; again in %llu ms", f->name,
+		rfs_log(RFS_LOG_DEBUG, "%s: bytes %llu-%llu: attempt %u: %s; again in %llu ms", f->name,
 				       (unsigned long long)off, (unsigned long long)(off + len - 1), attempts,
 				       last, (unsigned long long)wait);
 		if (now_ns() + wait * 1000000ull >= deadline) {
@@ -736,7 +734,7 @@ static void run_job(struct job *j)
 		fetched[i] = 0;
 		if (E.dc && rfs_dcache_get(E.dc, &f->key, bl[i]->idx, bl[i]->data, bl[i]->len)) {
 			code[i] = 0;
-			atomic_fetch_add(&E.disk_hits, 1);
+			COUNT(f, disk_hits, 1);
 		}
 	}
 	for (i = 0; i < j->n; i = k) {
@@ -753,14 +751,19 @@ static void run_job(struct job *j)
 		}
 		off = bl[i]->idx * (uint64_t)BS;
 		len = bl[k - 1]->idx * (uint64_t)BS + bl[k - 1]->len - off;
-		atomic_fetch_add(&E.misses, k - i);
+		COUNT(f, misses, k - i);
 		/* the deadline runs from the fetch's start: a job that waited in
 		 * the queue still gets its time (readers bound their own wait) */
 		rc = fetch_range(f, iov, (int)(k - i), off, len, deadline_from_now(), why, sizeof(why));
 		if (rc) {
-			atomic_fetch_add(&E.failures, 1);
-			rfs_remote_log("error: %s: bytes %llu-%llu: %s", f->name, (unsigned long long)off,
-				       (unsigned long long)(off + len - 1), why);
+			char key[600];
+
+			/* once per file and range: the message counts attempts */
+			snprintf(key, sizeof(key), "fetch\n%s\n%llu\n%llu", f->name, (unsigned long long)off,
+				 (unsigned long long)len);
+			COUNT(f, failures, 1);
+			rfs_log_once_key(RFS_LOG_ERROR, key, "%s: bytes %llu-%llu: %s", f->name,
+					 (unsigned long long)off, (unsigned long long)(off + len - 1), why);
 		}
 		for (m = i; m < k; m++) {
 			code[m] = rc;
@@ -861,7 +864,7 @@ static enum rfs_code start(struct rfs_err *err)
 		struct rfs_err e = { 0 };
 
 		if (!dir || rfs_dcache_open(&dc, &E.dc, &e)) {
-			rfs_remote_log("warning: no disk block cache: %s", dir ? e.msg : "no HOME");
+			rfs_log(RFS_LOG_WARN, "no disk block cache: %s", dir ? e.msg : "no HOME");
 			E.dc = NULL;
 		}
 	}
@@ -945,6 +948,14 @@ void rfs_remote_shutdown(void)
 	E.cappool = 0;
 	rfs_dcache_close(E.dc);
 	E.dc = NULL;
+	while (E.groups) {
+		struct rgroup *g = E.groups;
+
+		E.groups = g->next;
+		free(g->name);
+		free(g);
+	}
+	E.groups_tail = NULL;
 	E.started = 0;
 	E.stop = 0;
 }
@@ -1059,14 +1070,14 @@ static void wait_blocks(struct blk **bl, unsigned n, uint64_t deadline)
 }
 
 /* Counts a read of READY block @x (E.lk held). */
-static void count_use(struct blk *x)
+static void count_use(struct rfile *f, struct blk *x)
 {
 	if (!x->used) {
 		x->used = 1;
 		if (x->prefetch)
-			atomic_fetch_add(&E.prefetched, 1);
+			COUNT(f, prefetched, 1);
 	} else {
-		atomic_fetch_add(&E.mem_hits, 1);
+		COUNT(f, mem_hits, 1);
 	}
 }
 
@@ -1188,7 +1199,7 @@ static enum rfs_code rpread(struct rfs_bsrc *s, void *buf, size_t len, uint64_t 
 		}
 		for (i = 0; i < n; i++) {
 			if (st[i] == B_READY)
-				count_use(bl[i]);
+				count_use(f, bl[i]);
 			release_locked(bl[i]);
 		}
 		b += n;
@@ -1224,7 +1235,7 @@ static enum rfs_code rpin(struct rfs_bsrc *s, uint64_t off, size_t len, const ch
 	} while (retry_failed(&x, 1, since, deadline));
 	st = x->st;
 	if (st == B_READY) {
-		count_use(x);
+		count_use(f, x);
 		*at = x->data + (off - x->idx * (uint64_t)BS);
 		*token = x;
 		pthread_mutex_unlock(&E.lk);
@@ -1352,6 +1363,30 @@ static char *dup_or_null(const char *s, int *bad)
 	return d;
 }
 
+/* The counters of source @name, made on first use; NULL on ENOMEM. */
+static struct rgroup *group_of(const char *name)
+{
+	struct rgroup *g;
+
+	pthread_mutex_lock(&E.lk);
+	for (g = E.groups; g && strcmp(g->name, name); g = g->next)
+		;
+	if (!g && (g = calloc(1, sizeof(*g)))) {
+		g->name = strdup(name);
+		if (!g->name) {
+			free(g);
+			g = NULL;
+		} else {
+			if (!E.groups_tail)
+				E.groups_tail = &E.groups;
+			*E.groups_tail = g;
+			E.groups_tail = &g->next;
+		}
+	}
+	pthread_mutex_unlock(&E.lk);
+	return g;
+}
+
 enum rfs_code rfs_remote_open(const struct rfs_remote_file *rf, struct rfs_bsrc **out,
 			      struct rfs_err *err)
 {
@@ -1377,6 +1412,10 @@ enum rfs_code rfs_remote_open(const struct rfs_remote_file *rf, struct rfs_bsrc 
 	pthread_mutex_init(&f->lk, NULL);
 	f->hub = rf->hub;
 	if (bad || !f->url || !f->name || !f->identity) {
+		rclose(&f->b);
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
+	}
+	if (rf->source && !(f->grp = group_of(rf->source))) {
 		rclose(&f->b);
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	}
@@ -1424,4 +1463,23 @@ void rfs_remote_stats(struct rfs_remote_stats *o)
 		.misses = E.misses, .prefetched = E.prefetched, .mem_bytes = E.mem, .mem_peak = E.peak,
 	};
 	pthread_mutex_unlock(&E.lk);
+}
+
+int rfs_remote_source_stats(size_t i, const char **name, struct rfs_remote_stats *o)
+{
+	struct rgroup *g;
+
+	pthread_mutex_lock(&E.lk);
+	for (g = E.groups; g && i; g = g->next)
+		i--;
+	if (g) {
+		*name = g->name;
+		*o = (struct rfs_remote_stats){
+			.requests = g->requests, .bytes_fetched = g->bytes, .retries = g->retries,
+			.failures = g->failures, .mem_hits = g->mem_hits, .disk_hits = g->disk_hits,
+			.misses = g->misses, .prefetched = g->prefetched,
+		};
+	}
+	pthread_mutex_unlock(&E.lk);
+	return g ? 0 : -1;
 }

@@ -53,7 +53,6 @@ struct rfs_remote_conf {
 	double timeout_s;         /* deadline of one read */
 	const char *cache_dir;    /* disk block cache directory, NULL: default */
 	uint64_t cache_size;      /* its bound; 0 disables it */
-	int verbose;              /* log every retry */
 };
 
 /** The defaults (docs/remote.md). */
@@ -71,17 +70,12 @@ void rfs_remote_configure(const struct rfs_remote_conf *c);
 long rfs_remote_timeout_ms(void);
 long rfs_remote_stall_s(void);
 
-/** Where log lines go: stderr unless set (the mount sets syslog). */
-typedef void (*rfs_remote_log_fn)(const char *line);
-void rfs_remote_set_log(rfs_remote_log_fn fn);
-
-/** Logs a line through the function above (printf format). */
-void rfs_remote_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /** What a resolved remote file is. */
 struct rfs_remote_file {
 	const char *url;          /* what to GET (a resolve URL, a file URL) */
 	const char *name;         /* for messages: "hf://org/name@commit/file" */
+	const char *source;       /* the term it belongs to, for the per-source
+				   * counters: "hf://org/name@commit" */
 	uint64_t size;
 	const char *identity;     /* "sha256:<hex>", "git:<blob id>" or "etag:<origin>:<etag>" */
 	const char *etag;         /* web files: the strong ETag sent as If-Match; NULL */
@@ -125,6 +119,13 @@ struct rfs_remote_stats {
 	uint64_t mem_bytes, mem_peak;
 };
 void rfs_remote_stats(struct rfs_remote_stats *out);
+
+/**
+ * The same counters for each source (the @source of the files opened),
+ * in the order first opened: @i from 0 until it returns -1.  @name stays
+ * valid until rfs_remote_shutdown.  mem_bytes and mem_peak are 0.
+ */
+int rfs_remote_source_stats(size_t i, const char **name, struct rfs_remote_stats *out);
 
 /** Stops the workers (at exit); sources must be closed first. */
 void rfs_remote_shutdown(void);

@@ -510,7 +510,7 @@ static enum rfs_code s_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 	snprintf(id, sizeof(id), "s3:%s:%s:%llu", url, norm, (unsigned long long)f->size);
 	snprintf(label, sizeof(label), "%s%s", t->label, name);
 	rf = (struct rfs_remote_file){
-		.url = url, .name = label, .size = f->size, .identity = id, .etag = f->etag,
+		.url = url, .name = label, .source = t->label, .size = f->size, .identity = id, .etag = f->etag,
 		.mtime_ns = f->mtime * 1000000000ll, .sigv4 = s->userpwd ? s->sigv4 : NULL,
 		.userpwd = s->userpwd, .token_header = s->token_header,
 	};

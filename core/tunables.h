@@ -72,6 +72,15 @@
  * 2 GiB became 2,048 of 1 MiB). */
 #define RFS_TUNE_READAHEAD_KB 4096
 
+/* ---- logging (core/log.c) ----------------------------------------------- */
+
+/* Lines written at once before the rate limit applies, then lines a
+ * second: a failing loader retries the same read many times a second. */
+#define RFS_TUNE_LOG_BURST 50
+#define RFS_TUNE_LOG_RATE 5
+/* Distinct lines remembered by rfs_log_once (oldest forgotten first). */
+#define RFS_TUNE_LOG_SEEN 4096
+
 /* ---- export (core/export.c) ---------------------------------------------- */
 
 /* Bytes per read-compute-write step: large enough for O_DIRECT writes and

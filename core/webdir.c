@@ -268,7 +268,7 @@ static enum rfs_code w_open(struct rfs_tdir *t, const char *name, struct rfs_bsr
 		 (unsigned long long)f->size);
 	snprintf(label, sizeof(label), "%s%s", w->base, name);
 	rf = (struct rfs_remote_file){
-		.url = f->url, .name = label, .size = f->size, .identity = id,
+		.url = f->url, .name = label, .source = t->label, .size = f->size, .identity = id,
 		/* a weak ETag cannot be used with If-Match */
 		.etag = f->etag && strncmp(f->etag, "W/", 2) ? f->etag : NULL,
 		.mtime_ns = f->mtime > 0 ? f->mtime * 1000000000ll : 0,

@@ -29,12 +29,15 @@
 #include "core/inspect.h"
 #include "core/plan.h"
 #include "core/http.h"
+#include "core/log.h"
 #include "core/remote.h"
 #include "core/read.h"
+#include "core/recipe.h"
 #include "core/spec.h"
 #include "core/tunables.h"
 #include "core/util.h"
 #include "mount.h"
+#include "stats.h"
 
 #define EXIT_USAGE 2
 
@@ -47,6 +50,8 @@ static const char usage_text[] =
 	"  inspect SPEC              print what the mount would contain\n"
 	"  prefetch SPEC|MOUNTPOINT  fill the disk block cache with the remote files of\n"
 	"                            SPEC (or read all of a mount), with a progress display\n"
+	"  stats   MOUNTPOINT        the counters of a live mount: reads, cache, compute,\n"
+	"                            errors, remote requests per source\n"
 	"  demo                      build a small model pair, compute its residuals,\n"
 	"                            mount base+residuals and check it bit for bit\n"
 	"\n"
@@ -60,6 +65,8 @@ static const char usage_text[] =
 	"  (s3://BUCKET/PREFIX).  Paths and names may contain '+' and '-': a SPEC is\n"
 	"  split only where every operand resolves.\n"
 	"  Long form instead of SPEC: --base DIR --delta DIR [--scale S] ... | --instruct DIR --base DIR\n"
+	"  Merges: --config RECIPE.yml instead of a SPEC (mount, export, inspect) shows\n"
+	"  the merged model of a mergekit recipe, computed on read (docs/merges.md).\n"
 	"  A scale must survive float32: 0, or a magnitude from 1.1754944e-38 to 3.4028235e38.\n"
 	"\n"
 	"options (mount, export, inspect):\n"
@@ -69,7 +76,9 @@ static const char usage_text[] =
 	"                                cast-first: as the residuals package on bf16/fp16\n"
 	"  --passthrough                 show base tensors that no delta names unchanged\n"
 	"                                (default: that is an error)\n"
-	"  --backend auto|cpu|cuda       where merges are computed (mount, export; default\n"
+	"  --random-seed N               seed of the dare methods' masks (with --config;\n"
+	"                                default: the recipe's random_seed, else 0)\n"
+	"  --backend auto|cpu|cuda       where merges are computed (mount and export; default\n"
 	"                                $RESIDFS_BACKEND, else auto: the GPU only if\n"
 	"                                present and measured faster)\n"
 	"remote terms (mount, export, inspect, prefetch; docs/remote.md):\n"
@@ -85,27 +94,43 @@ static const char usage_text[] =
 	"  for S3: AWS_ENDPOINT_URL[_S3], AWS_REGION, AWS_ACCESS_KEY_ID,\n"
 	"  AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE (~/.aws/credentials).\n"
 	"mount:\n"
-	"  -f, --foreground              do not daemonize\n"
-	"  -o OPT[,OPT...]               FUSE mount options (e.g. allow_other); repeated -o\n"
-	"                                options add up\n"
+	"  -f, --foreground              do not daemonize (systemd units: Type=notify)\n"
+	"  -o OPT[,OPT...]               mount options; repeated -o options add up.  FUSE\n"
+	"                                options (allow_other, ...), residfs options as\n"
+	"                                NAME=VALUE (cache_size=1G, backend=cpu, ...: every\n"
+	"                                mount option above and below, '_' for '-'); fstab's\n"
+	"                                defaults, noauto, nofail, _netdev, user, rw, x-*,\n"
+	"                                comment=* are accepted and ignored\n"
 	"  -d, --debug                   FUSE debug output (implies -f)\n"
 	"  --readahead-kb N              readahead of the mount when root, 0 to 1048576\n"
 	"                                (default 4096)\n"
 	"  --cache-size SIZE             block cache budget, e.g. 512M, 1.5G, 0; whole bytes,\n"
 	"                                at most the machine's memory (default 256M)\n"
+	"  --log-level LEVEL             error, warning, info (default) or debug (every\n"
+	"                                command; a mount's lines matter most)\n"
+	"  --log-file FILE               append log lines to FILE (default: stderr, then\n"
+	"                                syslog once the mount runs in the background)\n"
+	"  Also: residfs SPEC MOUNTPOINT [-o OPTS], the form mount.fuse3 runs for\n"
+	"  'mount -t fuse.residfs SPEC MOUNTPOINT' and /etc/fstab (type fuse.residfs).\n"
 	"export:\n"
 	"  --force                       write into a non-empty OUTDIR (never a SPEC's\n"
 	"                                directory)\n"
-	"  --quiet                       no progress display\n"
+	"  --quiet                       no progress display (export, prefetch)\n"
 	"  --threads N                   compute threads, 1 to 64 (default: one per CPU,\n"
 	"                                at most 16)\n"
-	"inspect:\n"
+	"inspect, stats:\n"
 	"  --json                        JSON output\n"
+	"stats:\n"
+	"  --watch                       show again every --interval until interrupted\n"
+	"                                (with --json: one JSON object per line)\n"
+	"  --interval SECONDS            0.1 to 3600 (default 1)\n"
 	"demo:\n"
 	"  --dir DIR                     work in DIR (default: a new temporary directory)\n"
 	"  --keep                        keep the generated files\n"
 	"\n"
-	"Unmount with: fusermount3 -u MOUNTPOINT\n"
+	"residfs --help shows this, residfs --version the versions.\n"
+	"Unmount with: fusermount3 -u MOUNTPOINT (or umount as root)\n"
+	"Version: residfs --version (libfuse, libcurl, CUDA, the CPU kernels picked)\n"
 	"Exit status: 0 success, 1 error, 2 usage error.\n";
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -140,7 +165,8 @@ enum {
 	OPT_BASE = 256, OPT_DELTA, OPT_SCALE, OPT_INSTRUCT, OPT_DTYPE, OPT_ROUNDING,
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
 	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND, OPT_RCACHE_DIR, OPT_RCACHE_SIZE,
-	OPT_RCONN, OPT_RMEM, OPT_RTIMEOUT,
+	OPT_RCONN, OPT_RMEM, OPT_RTIMEOUT, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_WATCH, OPT_INTERVAL,
+	OPT_CONFIG, OPT_SEED,
 };
 
 static const struct option long_opts[] = {
@@ -167,6 +193,12 @@ static const struct option long_opts[] = {
 	{ "remote-connections", required_argument, NULL, OPT_RCONN },
 	{ "remote-memory", required_argument, NULL, OPT_RMEM },
 	{ "remote-timeout", required_argument, NULL, OPT_RTIMEOUT },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "log-file", required_argument, NULL, OPT_LOG_FILE },
+	{ "watch", no_argument, NULL, OPT_WATCH },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "random-seed", required_argument, NULL, OPT_SEED },
+	{ "interval", required_argument, NULL, OPT_INTERVAL },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -185,8 +217,14 @@ struct cli {
 	const char *dir;
 	const char *pos[4];
 	size_t npos;
-	char *fuse_opts;        /* every -o joined with ',' (owned) */
+	char *fuse_opts;        /* the FUSE options of every -o joined with ',' (owned) */
 	struct rfs_remote_conf remote;
+	int watch;
+	double interval;
+	const char *config;     /* --config: a mergekit recipe instead of a SPEC */
+	int has_seed;
+	unsigned long long seed;
+	int helper;             /* invoked as mount.fuse3 runs a filesystem: SPEC MP -o ... */
 };
 
 /* A whole number in [@min, @max], decimal digits only (no sign, no space). */
@@ -270,7 +308,7 @@ static uint64_t parse_size(const char *opt, const char *s, int mem_bound)
 	return (uint64_t)v;
 }
 
-/* -o OPTS: added to those of earlier -o, as mount(8) does. */
+/* FUSE options: added to those of earlier -o, as mount(8) does. */
 static void add_fuse_opts(struct cli *c, const char *opts)
 {
 	size_t old = c->fuse_opts ? strlen(c->fuse_opts) : 0, n = strlen(opts);
@@ -290,136 +328,333 @@ static void add_fuse_opts(struct cli *c, const char *opts)
 	c->mount.fuse_opts = p;
 }
 
+static void apply_opt(struct cli *c, int o, const char *optarg, const char *name);
+
+/* The residfs options that -o takes too (as NAME=VALUE, '_' or '-'). */
+static const char *const o_residfs[] = {
+	"dtype", "rounding", "passthrough", "backend", "readahead-kb", "cache-size",
+	"remote-cache-dir", "remote-cache-size", "remote-connections", "remote-memory",
+	"remote-timeout", "log-level", "log-file",
+};
+
+/* Options that mount(8), mount.fuse3, systemd and fstab pass along and
+ * that mean nothing here: accepted and dropped.  "rw" too: mount(8) adds
+ * it when no "ro" is given, and the mount is read-only whatever it says. */
+static const char *const o_ignored[] = {
+	"defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "owner",
+	"group", "rw", "ro", "nobootwait", "noauto_unmount",
+	/* access-time flags: nothing is ever written, and libfuse 3 refuses them */
+	"diratime", "nodiratime", "lazytime", "nolazytime", "relatime", "norelatime",
+	"strictatime", "nostrictatime",
+};
+/* ... and these prefixes (x-systemd.automount, comment=systemd.foo). */
+static const char *const o_ignored_prefix[] = { "x-", "comment=" };
+
+/* FUSE and kernel mount options handed to libfuse as they are: those
+ * libfuse 3 takes and that residfs does not set itself (its timeouts,
+ * kernel_cache, subtype: `stats` finds mounts by the type fuse.residfs). */
+static const char *const o_fuse[] = {
+	"allow_other", "allow_root", "auto_unmount", "default_permissions", "fsname", "umask",
+	"uid", "gid", "auto_cache", "noforget", "remember", "debug", "suid", "nosuid", "dev",
+	"nodev", "exec", "noexec", "async", "sync", "atime", "noatime", "dirsync", "context",
+	"fscontext", "defcontext", "rootcontext",
+};
+
+static int in_list(const char *const *list, size_t n, const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strlen(list[i]) == len && !strncmp(list[i], name, len))
+			return 1;
+	return 0;
+}
+
+/*
+ * One -o list: residfs options are applied as their long forms, the
+ * generic mount options of o_ignored are dropped, FUSE options are kept
+ * for libfuse (added to those of earlier -o, as mount(8) does), and
+ * anything else is an error that names it.
+ */
+static void parse_o_list(struct cli *c, const char *list)
+{
+	char *copy = strdup(list), *save = NULL, *item;
+
+	if (!copy) {
+		fprintf(stderr, "residfs: error: out of memory\n");
+		exit(1);
+	}
+	if (!*list)
+		die_usage("-o: an empty option list");
+	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		const char *eq = strchr(item, '=');
+		size_t len = eq ? (size_t)(eq - item) : strlen(item), i;
+		char norm[64], label[96];
+		const struct option *lo;
+
+		for (i = 0; i < sizeof(o_ignored_prefix) / sizeof(*o_ignored_prefix); i++)
+			if (!strncmp(item, o_ignored_prefix[i], strlen(o_ignored_prefix[i])))
+				break;
+		if (i < sizeof(o_ignored_prefix) / sizeof(*o_ignored_prefix) ||
+		    in_list(o_ignored, sizeof(o_ignored) / sizeof(*o_ignored), item, len))
+			continue;
+		if (in_list(o_fuse, sizeof(o_fuse) / sizeof(*o_fuse), item, len)) {
+			add_fuse_opts(c, item);
+			continue;
+		}
+		if (len >= sizeof(norm))
+			die_usage("-o %s: unknown mount option (residfs(1), MOUNT OPTIONS)", item);
+		for (i = 0; i < len; i++)
+			norm[i] = item[i] == '_' ? '-' : item[i];
+		norm[len] = 0;
+		if (!in_list(o_residfs, sizeof(o_residfs) / sizeof(*o_residfs), norm, len))
+			die_usage("-o %s: unknown mount option (residfs(1), MOUNT OPTIONS)", item);
+		for (lo = long_opts; strcmp(lo->name, norm); lo++)
+			;
+		snprintf(label, sizeof(label), "-o %.*s", (int)len, item);
+		if (lo->has_arg == required_argument && (!eq || !eq[1]))
+			die_usage("%s needs a value: %.*s=VALUE", label, (int)len, item);
+		if (lo->has_arg == no_argument && eq)
+			die_usage("%s takes no value", label);
+		apply_opt(c, lo->val, eq ? eq + 1 : NULL, label);
+	}
+	free(copy);
+}
+
+/*
+ * Applies option @o (an OPT_ code or a short option) with @arg; @name is
+ * how the user wrote it ("--cache-size", "-o cache_size"), for messages.
+ */
+static void apply_opt(struct cli *c, int o, const char *optarg, const char *name)
+{
+	switch (o) {
+	case OPT_BASE:
+		c->base = optarg;
+		break;
+	case OPT_DELTA:
+		if (c->ndelta >= RFS_SPEC_MAX_TERMS - 1)
+			die_usage("too many --delta (at most %d)", RFS_SPEC_MAX_TERMS - 1);
+		c->scale[c->ndelta] = 1.0;
+		c->delta[c->ndelta++] = optarg;
+		break;
+	case OPT_SCALE: {
+		struct rfs_err err = { 0 };
+		double v;
+
+		if (!c->ndelta || c->scale_set[c->ndelta - 1])
+			die_usage("--scale must follow the --delta it applies to");
+		if (rfs_spec_scale_parse(optarg, &v, &err))
+			die_usage("--scale: %s", err.msg);
+		c->scale[c->ndelta - 1] = v;
+		c->scale_set[c->ndelta - 1] = 1;
+		break;
+	}
+	case OPT_INSTRUCT:
+		c->instruct = optarg;
+		break;
+	case OPT_DTYPE:
+		c->opts.out_dtype = rfs_dtype_parse_user(optarg);
+		if (c->opts.out_dtype < 0)
+			die_usage("%s: '%s' is not one of bf16, fp16, fp32", name, optarg);
+		break;
+	case OPT_ROUNDING:
+		if (!strcmp(optarg, "single"))
+			c->opts.rounding = RFS_ROUND_SINGLE;
+		else if (!strcmp(optarg, "cast-first"))
+			c->opts.rounding = RFS_ROUND_CAST_FIRST;
+		else
+			die_usage("%s: '%s' is not single or cast-first", name, optarg);
+		break;
+	case OPT_PASSTHROUGH:
+		c->opts.passthrough = 1;
+		break;
+	case 'f':
+		c->mount.foreground = 1;
+		break;
+	case 'd':
+		c->mount.debug = 1;
+		break;
+	case 'o':
+		parse_o_list(c, optarg);
+		break;
+	case OPT_FORCE:
+		c->force = 1;
+		break;
+	case OPT_QUIET:
+		c->quiet = 1;
+		break;
+	case OPT_JSON:
+		c->json = 1;
+		break;
+	case OPT_DIR:
+		c->dir = optarg;
+		break;
+	case OPT_KEEP:
+		c->keep = 1;
+		break;
+	case OPT_READAHEAD:
+		c->mount.readahead_kb = parse_uint(name, optarg, 0, 1u << 20);
+		break;
+	case OPT_THREADS:
+		c->threads = parse_uint(name, optarg, 1, RFS_TUNE_EXPORT_MAX_THREADS);
+		break;
+	case OPT_CACHE:
+		c->mount.cache_bytes = parse_size(name, optarg, 1);
+		break;
+	case OPT_RCACHE_DIR:
+		if (!*optarg)
+			die_usage("%s: an empty path", name);
+		c->remote.cache_dir = optarg;
+		break;
+	case OPT_RCACHE_SIZE:
+		c->remote.cache_size = parse_size(name, optarg, 0);
+		break;
+	case OPT_RCONN:
+		c->remote.connections = parse_uint(name, optarg, 1, 64);
+		break;
+	case OPT_RMEM:
+		c->remote.memory = parse_size(name, optarg, 1);
+		if (c->remote.memory < (32ull << 20))
+			die_usage("%s: '%s' is less than 32M (four parts of 8 MiB)", name,
+				  optarg);
+		break;
+	case OPT_RTIMEOUT:
+		c->remote.timeout_s = parse_uint(name, optarg, 1, 3600);
+		break;
+	case OPT_BACKEND:
+		c->mount.backend = rfs_backend_parse(optarg);
+		if (c->mount.backend < 0)
+			die_usage("%s: '%s' is not one of auto, cpu, cuda", name, optarg);
+		break;
+	case OPT_LOG_LEVEL: {
+		int l = rfs_log_level_parse(optarg);
+
+		if (l < 0)
+			die_usage("%s: '%s' is not one of error, warning, info, debug", name, optarg);
+		rfs_log_set_level((enum rfs_log_level)l);
+		break;
+	}
+	case OPT_LOG_FILE: {
+		struct rfs_err err = { 0 };
+
+		if (!*optarg)
+			die_usage("%s: an empty path", name);
+		if (rfs_log_set_file(optarg, &err)) {
+			fprintf(stderr, "residfs: error: %s\n", err.msg);
+			exit(1);
+		}
+		break;
+	}
+	case OPT_WATCH:
+		c->watch = 1;
+		break;
+	case OPT_CONFIG:
+		if (!*optarg)
+			die_usage("%s: an empty path", name);
+		c->config = optarg;
+		break;
+	case OPT_SEED: {
+		char *end;
+
+		errno = 0;
+		c->seed = strtoull(optarg, &end, 10);
+		if (*optarg < '0' || *optarg > '9' || *end || errno)
+			die_usage("%s: '%s' is not a whole number", name, optarg);
+		c->has_seed = 1;
+		break;
+	}
+	case OPT_INTERVAL: {
+		char *end;
+
+		errno = 0;
+		c->interval = strtod(optarg, &end);
+		if (!*optarg || *end || errno || !(c->interval >= 0.1 && c->interval <= 3600))
+			die_usage("%s: '%s' is not a number of seconds from 0.1 to 3600", name, optarg);
+		break;
+	}
+	case 'h':
+		fputs(usage_text, stdout);
+		exit(0);
+	default:
+		fprintf(stderr, "Try 'residfs --help'.\n");
+		exit(EXIT_USAGE);
+	}
+}
+
+/* Which commands each option applies to (a bit per entry of commands[]). */
+enum { C_MOUNT = 1, C_EXPORT = 2, C_INSPECT = 4, C_PREFETCH = 8, C_STATS = 16, C_DEMO = 32 };
+#define C_SPEC (C_MOUNT | C_EXPORT | C_INSPECT | C_PREFETCH)
+
+static unsigned opt_commands(int o)
+{
+	switch (o) {
+	case OPT_BACKEND: return C_MOUNT | C_EXPORT;
+	case 'f': case 'd': case 'o': case OPT_READAHEAD: case OPT_CACHE: return C_MOUNT;
+	case OPT_FORCE: case OPT_THREADS: return C_EXPORT;
+	case OPT_QUIET: return C_EXPORT | C_PREFETCH;
+	case OPT_JSON: return C_INSPECT | C_STATS;
+	case OPT_WATCH: case OPT_INTERVAL: return C_STATS;
+	case OPT_DIR: case OPT_KEEP: return C_DEMO;
+	case OPT_LOG_LEVEL: case OPT_LOG_FILE: case 'h': return ~0u;
+	case OPT_CONFIG: case OPT_SEED: return C_MOUNT | C_EXPORT | C_INSPECT;
+	default: return C_SPEC;  /* the SPEC's long form, its options, remote terms */
+	}
+}
+
+static const char *const commands[] = { "mount", "export", "inspect", "prefetch", "stats", "demo" };
+
+static unsigned command_bit(const char *cmd)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(commands) / sizeof(*commands); i++)
+		if (!strcmp(cmd, commands[i]))
+			return 1u << i;
+	return 0;
+}
+
 static void parse_args(int argc, char **argv, struct cli *c)
 {
-	int o, backend_given = 0;
+	unsigned cmd = command_bit(c->cmd);
+	int o;
 
 	c->opts.out_dtype = -1;
 	c->mount.readahead_kb = RFS_TUNE_READAHEAD_KB;
 	c->mount.cache_bytes = RFS_CACHE_DEFAULT_BUDGET;
+	c->mount.backend = -1;
+	c->interval = 1.0;
 	rfs_remote_conf_default(&c->remote);
-	optind = 2;
+	optind = 2; /* after the command, or after the SPEC of the helper form */
 	while ((o = getopt_long(argc, argv, "fdo:h", long_opts, NULL)) != -1) {
-		switch (o) {
-		case OPT_BASE:
-			c->base = optarg;
-			break;
-		case OPT_DELTA:
-			if (c->ndelta >= RFS_SPEC_MAX_TERMS - 1)
-				die_usage("too many --delta (at most %d)", RFS_SPEC_MAX_TERMS - 1);
-			c->scale[c->ndelta] = 1.0;
-			c->delta[c->ndelta++] = optarg;
-			break;
-		case OPT_SCALE: {
-			struct rfs_err err = { 0 };
-			double v;
+		const struct option *lo;
+		char nm[64] = "";
 
-			if (!c->ndelta || c->scale_set[c->ndelta - 1])
-				die_usage("--scale must follow the --delta it applies to");
-			if (rfs_spec_scale_parse(optarg, &v, &err))
-				die_usage("--scale: %s", err.msg);
-			c->scale[c->ndelta - 1] = v;
-			c->scale_set[c->ndelta - 1] = 1;
-			break;
-		}
-		case OPT_INSTRUCT:
-			c->instruct = optarg;
-			break;
-		case OPT_DTYPE:
-			c->opts.out_dtype = rfs_dtype_parse_user(optarg);
-			if (c->opts.out_dtype < 0)
-				die_usage("--dtype: '%s' is not one of bf16, fp16, fp32", optarg);
-			break;
-		case OPT_ROUNDING:
-			if (!strcmp(optarg, "single"))
-				c->opts.rounding = RFS_ROUND_SINGLE;
-			else if (!strcmp(optarg, "cast-first"))
-				c->opts.rounding = RFS_ROUND_CAST_FIRST;
-			else
-				die_usage("--rounding: '%s' is not single or cast-first", optarg);
-			break;
-		case OPT_PASSTHROUGH:
-			c->opts.passthrough = 1;
-			break;
-		case 'f':
-			c->mount.foreground = 1;
-			break;
-		case 'd':
-			c->mount.debug = 1;
-			break;
-		case 'o':
-			add_fuse_opts(c, optarg);
-			break;
-		case OPT_FORCE:
-			c->force = 1;
-			break;
-		case OPT_QUIET:
-			c->quiet = 1;
-			break;
-		case OPT_JSON:
-			c->json = 1;
-			break;
-		case OPT_DIR:
-			c->dir = optarg;
-			break;
-		case OPT_KEEP:
-			c->keep = 1;
-			break;
-		case OPT_READAHEAD:
-			c->mount.readahead_kb = parse_uint("--readahead-kb", optarg, 0, 1u << 20);
-			break;
-		case OPT_THREADS:
-			c->threads = parse_uint("--threads", optarg, 1, RFS_TUNE_EXPORT_MAX_THREADS);
-			break;
-		case OPT_CACHE:
-			c->mount.cache_bytes = parse_size("--cache-size", optarg, 1);
-			break;
-		case OPT_RCACHE_DIR:
-			if (!*optarg)
-				die_usage("--remote-cache-dir: an empty path");
-			c->remote.cache_dir = optarg;
-			break;
-		case OPT_RCACHE_SIZE:
-			c->remote.cache_size = parse_size("--remote-cache-size", optarg, 0);
-			break;
-		case OPT_RCONN:
-			c->remote.connections = parse_uint("--remote-connections", optarg, 1, 64);
-			break;
-		case OPT_RMEM:
-			c->remote.memory = parse_size("--remote-memory", optarg, 1);
-			if (c->remote.memory < (32ull << 20))
-				die_usage("--remote-memory: '%s' is less than 32M (four parts of 8 MiB)",
-					  optarg);
-			break;
-		case OPT_RTIMEOUT:
-			c->remote.timeout_s = parse_uint("--remote-timeout", optarg, 1, 3600);
-			break;
-		case OPT_BACKEND:
-			backend_given = 1;
-			c->mount.backend = rfs_backend_parse(optarg);
-			if (c->mount.backend < 0)
-				die_usage("--backend: '%s' is not one of auto, cpu, cuda", optarg);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
-		default:
-			fprintf(stderr, "Try 'residfs --help'.\n");
-			exit(EXIT_USAGE);
-		}
+		for (lo = long_opts; lo->name && lo->val != o; lo++)
+			;
+		if (lo->name)
+			snprintf(nm, sizeof(nm), "--%s", lo->name);
+		else
+			snprintf(nm, sizeof(nm), "-%c", o);
+		if (cmd && o != '?' && !(opt_commands(o) & cmd))
+			die_usage("%s does not apply to %s", nm, c->cmd);
+		apply_opt(c, o, optarg, nm);
 	}
 	for (; optind < argc; optind++) {
 		if (c->npos >= 4)
 			die_usage("too many arguments");
 		c->pos[c->npos++] = argv[optind];
 	}
+	if (c->helper && c->npos != 2)
+		die_usage("unknown command '%s'", argv[1]);
 	rfs_remote_configure(&c->remote);
-	if (!backend_given && getenv("RESIDFS_BACKEND") && *getenv("RESIDFS_BACKEND")) {
+	if (c->mount.backend < 0 && getenv("RESIDFS_BACKEND") && *getenv("RESIDFS_BACKEND")) {
 		c->mount.backend = rfs_backend_parse(getenv("RESIDFS_BACKEND"));
 		if (c->mount.backend < 0)
 			die_usage("RESIDFS_BACKEND: '%s' is not one of auto, cpu, cuda",
 				  getenv("RESIDFS_BACKEND"));
 	}
+	if (c->mount.backend < 0)
+		c->mount.backend = RFS_BACKEND_AUTO;
 }
 
 /* The SPEC from the positional argument or the long flags; @npos_spec is
@@ -464,11 +699,52 @@ static int build_spec(struct cli *c, size_t nrest, struct rfs_spec *spec, const 
 	return 0;
 }
 
+/* The plan of a mergekit recipe (--config FILE). */
+static int make_recipe_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_plan **plan)
+{
+	struct rfs_recipe *r = calloc(1, sizeof(*r));
+	struct rfs_err err = { 0 };
+	size_t i;
+
+	if (c->base || c->instruct || c->ndelta)
+		die_usage("--config takes the place of a SPEC: no --base, --delta or --instruct with it");
+	if (c->npos != nrest)
+		die_usage("%s --config FILE: expected %s", c->cmd,
+			  nrest ? (strcmp(c->cmd, "mount") ? "OUTDIR" : "MOUNTPOINT") : "no other argument");
+	if (!r) {
+		fprintf(stderr, "residfs: error: out of memory\n");
+		return 1;
+	}
+	for (i = 0; i < nrest; i++)
+		rest[i] = c->pos[i];
+	if (rfs_recipe_load(c->config, r, &err)) {
+		free(r);
+		return fail(&err);
+	}
+	if (c->has_seed) {
+		r->has_seed = 1;
+		r->random_seed = c->seed;
+	}
+	if (rfs_plan_build_recipe(r, &c->opts, plan, &err)) {
+		rfs_recipe_release(r);
+		free(r);
+		return fail(&err);
+	}
+	rfs_remote_set_prefetch(1);
+	return 0;
+}
+
 static int make_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_plan **plan)
 {
 	struct rfs_spec spec = { 0 };
 	struct rfs_err err = { 0 };
-	int ret = build_spec(c, nrest, &spec, rest);
+	int ret;
+
+	if (c->config)
+		return make_recipe_plan(c, nrest, rest, plan);
+	if (c->has_seed)
+		die_usage("--random-seed goes with --config (a recipe's dare methods)");
+	ret = build_spec(c, nrest, &spec, rest);
 
 	if (ret) {
 		rfs_spec_release(&spec);
@@ -681,22 +957,6 @@ static void pf_progress(uint64_t done, void *ctx)
 		show_progress(p->base + done, p->total, p->file, &p->pr);
 }
 
-/* Is @path the root of a residfs mount (/proc/self/mounts)? */
-static int is_residfs_mount(const char *path)
-{
-	char real[PATH_MAX], line[8192], mp[4096], type[256];
-	FILE *f;
-	int yes = 0;
-
-	if (!realpath(path, real) || !(f = fopen("/proc/self/mounts", "re")))
-		return 0;
-	while (!yes && fgets(line, sizeof(line), f))
-		yes = sscanf(line, "%*s %4095s %255s", mp, type) == 2 && !strcmp(mp, real) &&
-		      !strcmp(type, "fuse.residfs");
-	fclose(f);
-	return yes;
-}
-
 /* prefetch MOUNTPOINT: every file of the mount read once, which fills the
  * disk block cache (and the page cache) on the way. */
 static int prefetch_mount(struct cli *c, const char *mp)
@@ -764,7 +1024,7 @@ static int cmd_prefetch(struct cli *c)
 	size_t nseen = 0, i, j, k;
 	int ret;
 
-	if (c->npos == 1 && !c->base && !c->instruct && is_residfs_mount(c->pos[0]))
+	if (c->npos == 1 && !c->base && !c->instruct && rfs_is_residfs_mount(c->pos[0]))
 		return prefetch_mount(c, c->pos[0]);
 	if (!c->remote.cache_size)
 		die_usage("prefetch: the disk block cache is off (--remote-cache-size 0): nothing to fill");
@@ -1093,6 +1353,11 @@ static void raise_nofile(void)
 	}
 }
 
+static int is_command(const char *s)
+{
+	return command_bit(s) != 0;
+}
+
 static int run_command(struct cli *c, const char *argv0)
 {
 	char self[PATH_MAX];
@@ -1106,6 +1371,11 @@ static int run_command(struct cli *c, const char *argv0)
 		return cmd_inspect(c);
 	if (!strcmp(c->cmd, "prefetch"))
 		return cmd_prefetch(c);
+	if (!strcmp(c->cmd, "stats")) {
+		if (c->npos != 1)
+			die_usage("stats: expected MOUNTPOINT");
+		return rfs_stats_cmd(c->pos[0], c->json, c->watch, c->interval);
+	}
 	if (!strcmp(c->cmd, "demo")) {
 		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		if (n <= 0)
@@ -1128,11 +1398,22 @@ int main(int argc, char **argv)
 		return argc < 2 ? EXIT_USAGE : 0;
 	}
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
-		printf("residfs %s\n%s\n", RESIDFS_VERSION, rfs_http_version());
+		char info[256];
+
+		rfs_backend_build_info(info, sizeof(info));
+		printf("residfs %s\nlibfuse %s (FUSE API %d)\n%s\n%s\n", RESIDFS_VERSION,
+		       rfs_mount_fuse_version(), FUSE_API_USED, rfs_http_version(), info);
 		return 0;
 	}
 	rfs_http_global_init(); /* before any thread */
 	c.cmd = argv[1];
+	if (!is_command(argv[1]) && argv[1][0] != '-' &&
+	    (strpbrk(argv[1], "/+-:") || !access(argv[1], F_OK))) {
+		/* mount.fuse3 (mount -t fuse.residfs, fstab) runs "residfs SPEC MP -o OPTS" */
+		c.cmd = "mount";
+		c.helper = 1;
+		c.pos[c.npos++] = argv[1];
+	}
 	parse_args(argc, argv, &c);
 	raise_nofile();
 	ret = run_command(&c, argv[0]);

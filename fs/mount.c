@@ -10,9 +10,8 @@
  * multithreaded loop, and the mount's readahead raised through sysfs when
  * we may (root): requests then come in 1 MiB instead of 128 KiB.
  */
-#define FUSE_USE_VERSION 35
-
 #include "mount.h"
+#define FUSE_USE_VERSION FUSE_API_USED
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,21 +20,26 @@
 #include <poll.h>
 #include <signal.h>
 #include <malloc.h>
-#include <syslog.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/bsrc.h"
 #include "core/busguard.h"
+#include "core/buf.h"
 #include "core/cache.h"
+#include "core/log.h"
 #include "core/read.h"
 #include "core/remote.h"
 #include "core/tunables.h"
+#include "core/util.h"
 #include "kernels/backend.h"
 
 /* Not listed, but readable: the cache and request counters as JSON. */
@@ -48,10 +52,10 @@ struct mnt {
 	char mp[PATH_MAX];
 	unsigned ra_kb;
 	int notify_fd;              /* daemon: tells the parent the mount is live */
-	int daemon;                 /* errors go to syslog */
+	int daemon;                 /* lines go to syslog (or --log-file) once live */
 	uid_t uid;
 	gid_t gid;
-	int logged_errors;
+	unsigned long long errors;  /* reads and opens answered with an error */
 };
 
 static struct mnt *ctx(void)
@@ -139,25 +143,30 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	return 0;
 }
 
-/* Logs @msg about @vf: read errors a few times in all, a changed source
- * once for each source file (@id), whatever came before. */
+/*
+ * Logs an error about @vf: a changed source once for each source file
+ * (@id), whatever came before; any other error once for each file, 1 MiB
+ * block and kind of error (the kernel retries a failed readahead page by
+ * page; log.h rate-limits the rest).  Counted for the stats.
+ */
 static void log_error(struct mnt *m, const struct rfs_vfile *vf, const char *what,
-		      long long off, const struct rfs_err *err, struct rfs_bsrc *id)
+		      long long off, size_t size, const struct rfs_err *err, struct rfs_bsrc *id)
 {
-	if (id ? !rfs_bsrc_first_report(id)
-	       : __atomic_fetch_add(&m->logged_errors, 1, __ATOMIC_RELAXED) >= 20)
+	char key[320];
+
+	__atomic_fetch_add(&m->errors, 1, __ATOMIC_RELAXED);
+	if (id) {
+		if (rfs_bsrc_first_report(id))
+			rfs_log(RFS_LOG_ERROR, "%s %s: %s", what, rfs_vfile_name(vf), err->msg);
 		return;
-	if (off >= 0) {
-		if (m->daemon)
-			syslog(LOG_ERR, "error: %s %s at %lld: %s", what, rfs_vfile_name(vf), off, err->msg);
-		else
-			fprintf(stderr, "residfs: error: %s %s at %lld: %s\n", what, rfs_vfile_name(vf), off,
-				err->msg);
-	} else if (m->daemon) {
-		syslog(LOG_ERR, "error: %s %s: %s", what, rfs_vfile_name(vf), err->msg);
-	} else {
-		fprintf(stderr, "residfs: error: %s %s: %s\n", what, rfs_vfile_name(vf), err->msg);
 	}
+	snprintf(key, sizeof(key), "%s\n%s\n%lld\n%d", what, rfs_vfile_name(vf),
+		 off >= 0 ? off / (long long)RFS_TUNE_BLOCK : -1, err->code);
+	if (off >= 0)
+		rfs_log_once_key(RFS_LOG_ERROR, key, "%s %s bytes %lld-%lld: %s", what, rfs_vfile_name(vf),
+				 off, off + (long long)(size ? size - 1 : 0), err->msg);
+	else
+		rfs_log_once_key(RFS_LOG_ERROR, key, "%s %s: %s", what, rfs_vfile_name(vf), err->msg);
 }
 
 /* The source file of @vf that changed, if the error says one did. */
@@ -190,12 +199,76 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return -ENOENT;
 	/* a source changed since mounting: refuse now rather than mid-read */
 	if (rfs_vfile_check(vf, 1, &id, &err)) {
-		log_error(m, vf, "opening", -1, &err, id);
+		log_error(m, vf, "opening", -1, 0, &err, id);
 		return -EIO;
 	}
 	fi->fh = (uint64_t)rfs_vfile_index(vf);
 	fi->keep_cache = 1;
 	return 0;
+}
+
+/* One counter set of the remote engine as JSON members (no braces). */
+static void remote_members(struct rfs_buf *b, const struct rfs_remote_stats *r)
+{
+	rfs_buf_addf(b,
+		     "\"requests\": %llu, \"bytes\": %llu, \"retries\": %llu, \"errors\": %llu, "
+		     "\"memory_hits\": %llu, \"disk_hits\": %llu, \"misses\": %llu, \"prefetched\": %llu",
+		     (unsigned long long)r->requests, (unsigned long long)r->bytes_fetched,
+		     (unsigned long long)r->retries, (unsigned long long)r->failures,
+		     (unsigned long long)r->mem_hits, (unsigned long long)r->disk_hits,
+		     (unsigned long long)r->misses, (unsigned long long)r->prefetched);
+}
+
+/*
+ * The stats file: the backend, the block cache's counters, the errors
+ * answered, and, when remote terms exist, the remote engine's counters in
+ * all and per source (docs/cli.md, "residfs stats").
+ */
+static char *stats_json(struct mnt *m, size_t *len)
+{
+	struct rfs_remote_stats rs;
+	struct rfs_buf b = { 0 };
+	unsigned long long limited, repeats;
+	const char *name;
+	char be[256], *cj;
+	size_t cl, i;
+
+	rfs_backend_describe(m->rd.be, be, sizeof(be));
+	cj = rfs_cache_stats_json(m->rd.cache, &cl);
+	if (!cj)
+		return NULL;
+	while (cl && (cj[cl - 1] == '\n' || cj[cl - 1] == '}'))
+		cl--;
+	rfs_log_counts(&limited, &repeats);
+	rfs_buf_addf(&b, "{\"version\": \"%s\", \"pid\": %ld, \"backend\": ", RESIDFS_VERSION,
+		     (long)getpid());
+	rfs_buf_add_json_str(&b, be);
+	rfs_buf_addf(&b, ", %.*s, \"files\": %zu, \"size\": %llu, \"errors\": %llu, "
+		     "\"log_lines_dropped\": %llu", (int)cl - 1, cj + 1, rfs_plan_nfiles(m->plan),
+		     (unsigned long long)rfs_plan_bytes(m->plan),
+		     __atomic_load_n(&m->errors, __ATOMIC_RELAXED), limited);
+	free(cj);
+	if (!rfs_remote_source_stats(0, &name, &rs)) {
+		rfs_remote_stats(&rs);
+		rfs_buf_addf(&b, ", \"remote\": {");
+		remote_members(&b, &rs);
+		rfs_buf_addf(&b, ", \"memory_used\": %llu, \"memory_peak\": %llu, \"sources\": [",
+			     (unsigned long long)rs.mem_bytes, (unsigned long long)rs.mem_peak);
+		for (i = 0; !rfs_remote_source_stats(i, &name, &rs); i++) {
+			rfs_buf_addf(&b, "%s{\"source\": ", i ? ", " : "");
+			rfs_buf_add_json_str(&b, name);
+			rfs_buf_addf(&b, ", ");
+			remote_members(&b, &rs);
+			rfs_buf_addf(&b, "}");
+		}
+		rfs_buf_addf(&b, "]}");
+	}
+	rfs_buf_addf(&b, "}\n");
+	if (!rfs_buf_ok(&b)) {
+		rfs_buf_release(&b);
+		return NULL;
+	}
+	return rfs_buf_detach(&b, len);
 }
 
 static int op_read(const char *path, char *buf, size_t size, off_t off,
@@ -209,20 +282,11 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	if (off < 0)
 		return -EINVAL;
 	if (fi && fi->fh == STATS_FH) {
-		char be[256], *cj, *js;
 		size_t len;
+		char *js = stats_json(m, &len);
 
-		rfs_backend_describe(m->rd.be, be, sizeof(be));
-		cj = rfs_cache_stats_json(m->rd.cache, &len);
-		if (!cj)
+		if (!js)
 			return -ENOMEM;
-		/* the backend in front of the cache's counters */
-		if (asprintf(&js, "{\"backend\": \"%s\", %s", be, cj + 1) < 0) {
-			free(cj);
-			return -ENOMEM;
-		}
-		free(cj);
-		len = strlen(js);
 		r = (uint64_t)off >= len ? 0 : (ssize_t)(len - (size_t)off < size ? len - (size_t)off : size);
 		if (r > 0)
 			memcpy(buf, js + off, (size_t)r);
@@ -236,7 +300,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, &m->rd, &err);
 	if (r < 0) {
 		/* the reader gets EIO (or SIGBUS in a mapping): say why */
-		log_error(m, vf, "reading", (long long)off, &err, changed_source(vf, &err));
+		log_error(m, vf, "reading", (long long)off, size, &err, changed_source(vf, &err));
 		return -rfs_err_errno(&err);
 	}
 	return (int)r;
@@ -372,10 +436,31 @@ static void raise_readahead(const char *mp, unsigned kb)
  * told that the mount is live: files opened from then on get the larger
  * readahead, and the user cannot race an unmount against this stat.
  */
-/* Remote sources' log lines once daemonized (remote.h). */
-static void log_syslog(const char *line)
+/*
+ * Tells systemd (Type=notify units, contrib/systemd) that the mount is
+ * live, or that it is stopping: one datagram to $NOTIFY_SOCKET, as
+ * sd_notify(3) sends it, without linking libsystemd.  Nothing when the
+ * variable is unset.
+ */
+static void notify_systemd(const char *msg)
 {
-	syslog(LOG_ERR, "%s", line);
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') || (n = strlen(path)) >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, path, n);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0; /* an abstract socket */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		rfs_log(RFS_LOG_WARN, "cannot notify systemd at %s: %s", path, strerror(errno));
+	close(fd);
 }
 
 static void *ready_thread(void *p)
@@ -390,8 +475,15 @@ static void *ready_thread(void *p)
 			strerror(errno));
 		ok = 1;
 		kill(getpid(), SIGTERM); /* the loop's handler ends it and unmounts */
-	} else if (m->ra_kb) {
-		raise_readahead(m->mp, m->ra_kb);
+	} else {
+		char msg[PATH_MAX + 128], hb[32];
+
+		if (m->ra_kb)
+			raise_readahead(m->mp, m->ra_kb);
+		rfs_human_bytes(rfs_plan_bytes(m->plan), hb, sizeof(hb));
+		snprintf(msg, sizeof(msg), "READY=1\nMAINPID=%ld\nSTATUS=serving %zu files (%s) at %s",
+			 (long)getpid(), rfs_plan_nfiles(m->plan), hb, m->mp);
+		notify_systemd(msg);
 	}
 	if (m->notify_fd >= 0) {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -400,13 +492,20 @@ static void *ready_thread(void *p)
 			ok = 1;
 		close(m->notify_fd);
 		m->notify_fd = -1;
-		if (null >= 0) { /* a daemon: from now on, errors go to syslog */
-			rfs_remote_set_log(log_syslog);
+		if (null >= 0) { /* a daemon: from now on, lines go to syslog or the log file */
+			rfs_log_to_syslog();
 			dup2(null, 0);
 			dup2(null, 1);
 			dup2(null, 2);
 			close(null);
 		}
+	}
+	if (!ok) {
+		char hb[32];
+
+		rfs_human_bytes(rfs_plan_bytes(m->plan), hb, sizeof(hb));
+		rfs_log(RFS_LOG_INFO, "mounted at %s: %zu files, %s, pid %ld", m->mp,
+			rfs_plan_nfiles(m->plan), hb, (long)getpid());
 	}
 	return NULL;
 }
@@ -429,6 +528,11 @@ static int wait_for_child(int fd, pid_t child)
 	if (read(fd, &status, 1) != 1)
 		status = 1; /* the child died before saying anything; it printed why */
 	return status ? 1 : 0;
+}
+
+const char *rfs_mount_fuse_version(void)
+{
+	return fuse_pkgversion();
 }
 
 int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
@@ -482,7 +586,6 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		m.notify_fd = pipefd[1];
 		m.daemon = 1;
 		setsid();
-		openlog("residfs", LOG_PID, LOG_DAEMON);
 		{
 			struct rfs_err err = { 0 };
 
@@ -537,12 +640,17 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		goto out_unmount;
 	if (!pthread_create(&ready_th, NULL, ready_thread, &m))
 		ready_started = 1;
-	ret = fuse_loop_mt(f, &lc) ? 1 : 0;
+	/* a stop by SIGTERM/SIGINT/SIGHUP (systemctl stop) is clean: libfuse
+	 * returns the signal's number then, and a negative errno on failure */
+	ret = fuse_loop_mt(f, &lc) < 0 ? 1 : 0;
+	notify_systemd("STOPPING=1");
 	fuse_remove_signal_handlers(fuse_get_session(f));
 	if (ready_started)
 		pthread_join(ready_th, NULL);
 out_unmount:
 	fuse_unmount(f);
+	if (ready_started)
+		rfs_log(RFS_LOG_INFO, "unmounted %s", mp);
 out_destroy:
 	fuse_destroy(f);
 out:

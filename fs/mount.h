@@ -25,4 +25,8 @@ struct rfs_mount_opts {
 int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		  const struct rfs_mount_opts *opts);
 
+/** The libfuse this runs with ("3.14.0"), and the API version it asks for. */
+const char *rfs_mount_fuse_version(void);
+#define FUSE_API_USED 35
+
 #endif

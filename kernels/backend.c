@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../core/log.h"
+
 #ifdef RFS_HAVE_CUDA
 #include "kern_cuda.h"
 #endif
@@ -175,7 +177,7 @@ static void measure(struct rfs_backend *be, const struct rfs_kern_job *jobs, siz
 	if (ok < 0) {
 		ok = 0;
 		set_verdict(be, "cpu: the GPU returned different bytes; not used");
-		fprintf(stderr, "residfs: warning: the CUDA backend disagrees with the CPU; using the CPU\n");
+		rfs_log(RFS_LOG_WARN, "the CUDA backend disagrees with the CPU; using the CPU");
 	} else if (!ok) {
 		set_verdict(be, "cpu: the GPU failed; not used");
 	} else {
@@ -234,6 +236,19 @@ void rfs_backend_run_batch(struct rfs_backend *be, const struct rfs_kern_job *jo
 void rfs_backend_run(struct rfs_backend *be, const struct rfs_kern_job *job)
 {
 	rfs_backend_run_batch(be, job, 1);
+}
+
+void rfs_backend_build_info(char *buf, size_t len)
+{
+#ifdef RFS_HAVE_CUDA
+	int v = rfs_cuda_built_version();
+
+	snprintf(buf, len, "CPU kernels %s (picked for this CPU); CUDA runtime %d.%d (built in)",
+		 rfs_kern_best()->name, v / 1000, v % 1000 / 10);
+#else
+	snprintf(buf, len, "CPU kernels %s (picked for this CPU); CUDA: built without it",
+		 rfs_kern_best()->name);
+#endif
 }
 
 void rfs_backend_describe(struct rfs_backend *be, char *buf, size_t len)

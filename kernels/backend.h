@@ -90,4 +90,11 @@ void rfs_backend_run_batch(struct rfs_backend *be, const struct rfs_kern_job *jo
  */
 void rfs_backend_describe(struct rfs_backend *be, char *buf, size_t len);
 
+/**
+ * What this build computes with, for --version: the CPU kernels picked
+ * for this CPU and the CUDA runtime it was built with (or that it was
+ * built without CUDA).  Touches nothing CUDA at run time.
+ */
+void rfs_backend_build_info(char *buf, size_t len);
+
 #endif

@@ -28,6 +28,7 @@
 
 extern "C" {
 #include "kern.h"
+#include "../../core/log.h"
 }
 #include "kern_cuda.h"
 
@@ -426,8 +427,8 @@ static struct rfs_cuda_ctx rfs_cuda_pool[RFS_CUDA_NCTX];
 static int rfs_cuda_fail(cudaError_t e, const char *what)
 {
 	if (!__atomic_exchange_n(&rfs_cuda_logged, 1, __ATOMIC_ACQ_REL))
-		fprintf(stderr,
-			"residfs: CUDA error in %s: %s (%s); using the CPU from now on\n",
+		rfs_log(RFS_LOG_ERROR,
+			"CUDA error in %s: %s (%s); using the CPU from now on",
 			what, cudaGetErrorName(e), cudaGetErrorString(e));
 	__atomic_store_n(&rfs_cuda_broken, 1, __ATOMIC_RELEASE);
 	return -1;
@@ -482,6 +483,11 @@ extern "C" int rfs_cuda_available(void)
 {
 	pthread_once(&rfs_cuda_once, rfs_cuda_probe);
 	return rfs_cuda_ok && !__atomic_load_n(&rfs_cuda_broken, __ATOMIC_ACQUIRE);
+}
+
+extern "C" int rfs_cuda_built_version(void)
+{
+	return CUDART_VERSION;
 }
 
 extern "C" const char *rfs_cuda_device_name(void)

@@ -53,6 +53,9 @@ int rfs_cuda_available(void);
  */
 const char *rfs_cuda_device_name(void);
 
+/** CUDART_VERSION of the toolkit this was built with (e.g. 13000). */
+int rfs_cuda_built_version(void);
+
 /**
  * Runs @job on the GPU; host pointers in, host pointers out.
  *
@@ -61,7 +64,7 @@ const char *rfs_cuda_device_name(void);
  * several streams, so upload, compute and download overlap.  Safe to call
  * from several threads at once (a small pool of contexts).
  *
- * On any CUDA error it logs once to stderr, marks the GPU unusable and
+ * On any CUDA error it logs once (core/log.h), marks the GPU unusable and
  * returns -1; later calls then return -1 at once and the caller computes
  * on the CPU.  @job->out may then hold partial results.
  *

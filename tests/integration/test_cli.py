@@ -236,10 +236,18 @@ BAD_NUMBERS = [
 ]
 
 
+def _cmd_of(opt, root):
+    """A command line the option belongs to that fails after parsing (a missing
+    mountpoint or OUTDIR parent): exit status 1, not 2, when the value is taken."""
+    missing = "/proc/residfs-no-such/dir"  # nothing can be made there
+    return ["export", "SPEC", missing] if opt == "--threads" else ["mount", "SPEC", missing]
+
+
 @pytest.mark.parametrize("opt,value", BAD_NUMBERS)
 def test_numeric_options_refused(small, opt, value):
     root, base, r1, _ = small
-    r = H.run(["inspect", f"{base.path}+{r1.path}", opt, value])
+    args = [a if a != "SPEC" else f"{base.path}+{r1.path}" for a in _cmd_of(opt, root)]
+    r = H.run([*args, opt, value])
     assert r.returncode == 2, r
     assert "residfs: error:" in r.stderr and opt in r.stderr and f"'{value}'" in r.stderr, r
 
@@ -249,15 +257,28 @@ def test_numeric_options_refused(small, opt, value):
                          + [("--threads", v) for v in ("1", "64")])
 def test_numeric_options_accepted(small, opt, value):
     root, base, r1, _ = small
-    r = H.run(["inspect", f"{base.path}+{r1.path}", opt, value])
-    assert r.returncode == 0, r
+    args = [a if a != "SPEC" else f"{base.path}+{r1.path}" for a in _cmd_of(opt, root)]
+    r = H.run([*args, opt, value])
+    assert r.returncode == 1 and "residfs-no-such" in r.stderr, r
+
+
+def test_options_of_other_commands_are_refused(small):
+    """An option that means nothing to the command is a usage error that names both."""
+    root, base, r1, _ = small
+    spec = f"{base.path}+{r1.path}"
+    for args, opt in ((["inspect", spec, "--force"], "--force"), (["inspect", spec, "--cache-size", "1G"], "--cache-size"),
+                      (["export", spec, root + "/x", "--interval", "5"], "--interval"),
+                      (["stats", root, "--threads", "2"], "--threads"), (["demo", "--json"], "--json"),
+                      (["prefetch", spec, "--config", "x.yml"], "--config")):
+        r = H.run(args)
+        assert r.returncode == 2 and f"{opt} does not apply to {args[0]}" in r.stderr, r
 
 
 def test_cache_size_above_memory_is_refused(small):
     root, base, r1, _ = small
     mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE")
     over = str(mem // 1024 + 1) + "K"
-    r = H.run(["inspect", f"{base.path}+{r1.path}", "--cache-size", over])
+    r = H.run(["mount", f"{base.path}+{r1.path}", root, "--cache-size", over])
     assert r.returncode == 2 and "memory" in r.stderr and over in r.stderr, r
 
 

@@ -1400,3 +1400,59 @@ def test_ambiguous_bare_spec(emu, tmp_path):
     r = refused(make_env(str(tmp_path), emu), "org/x-y-org/z", "ambiguous", tmp=str(tmp_path),
                 max_s=30, cwd=str(tmp_path))
     assert "y-org/z" in r.stderr and "org/x-y" in r.stderr, r
+
+
+# ---- 7. residfs stats and the log of a remote mount ------------------------------------
+
+def test_stats_per_source(M, emu, ref, fg, tmp_path):
+    """residfs stats: the remote counters in all and per term (named as the SPEC
+    and messages name it), which add up; the table names each term."""
+    want = ref(local(M, "base", "res"))
+    fm = fg("--remote-cache-size", "0", "hf://org/base+hf://org/res", env=make_env(str(tmp_path), emu))
+    compare(fm, want)
+    r = H.run(["stats", fm.mp, "--json"])
+    assert r.returncode == 0, r
+    rem = json.loads(r.stdout)["remote"]
+    names = [s["source"] for s in rem["sources"]]
+    assert names == ["hf://org/base@main", "hf://org/res@main"], names
+    for k in ("requests", "bytes", "misses", "retries", "errors", "disk_hits", "memory_hits"):
+        assert rem[k] == sum(s[k] for s in rem["sources"]), (k, rem)
+    assert all(s["requests"] > 0 and s["bytes"] > 0 for s in rem["sources"]), rem
+    assert rem["errors"] == 0 and rem["memory_peak"] > 0, rem
+    # what the servers sent for ranges is what the counters say was fetched
+    emu.wait_idle(10)
+    sent = sum(r["sent"] for r in emu.requests() if r["status"] == 206)
+    assert rem["bytes"] == sent, (rem["bytes"], sent, describe(emu.requests()))
+    table = H.run(["stats", fm.mp]).stdout
+    assert all(n in table for n in names) and "remote" in table, table
+
+
+def test_read_error_logged_once_per_range(M, emu, fg, tmp_path):
+    """A range the CDN keeps failing: each read gets EIO, the log file has one line
+    for that file and block with the cause (not one per attempt, per read or per
+    retry of the kernel), the stats count the errors; another failing block gets
+    its own line."""
+    blob = cdn_path(emu, "org/res", "model.safetensors")
+    log = tmp_path / "remote.log"
+    fm = fg("--remote-cache-size", "0", "--remote-timeout", "2", "--log-file", str(log),
+            "hf://org/base+hf://org/res", env=make_env(str(tmp_path), emu))
+    emu.add_fault("status", match=blob, server="cdn", code=500, count=10 ** 6)
+    try:
+        size = os.path.getsize(fm.path(SHARD1))
+        fd = os.open(fm.path(SHARD1), os.O_RDONLY)
+        try:
+            for off in (size - 4096, size - 4096, size - 4096, size // 2):
+                with pytest.raises(OSError) as e:
+                    os.pread(fd, 4096, off)
+                assert e.value.errno == errno.EIO, e.value
+        finally:
+            os.close(fd)
+    finally:
+        emu.clear_faults()
+    text = log.read_text()
+    lines = [ln for ln in text.splitlines() if " error: reading " + SHARD1 in ln]
+    assert len(lines) == 2, text
+    assert all("bytes " in ln and "500" in ln for ln in lines), text
+    assert len({ln.split("error: ")[1] for ln in lines}) == 2, text
+    js = json.loads(H.run(["stats", fm.mp, "--json"]).stdout)
+    assert js["errors"] >= 4 and js["remote"]["errors"] >= 1, js

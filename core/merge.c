@@ -1,0 +1,316 @@
+/*
+ * The plan of a mergekit recipe (merge.h): which sources, which tensors,
+ * which files.  The arithmetic is in merge_math.c.
+ */
+#include "merge.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "buf.h"
+#include "card.h"
+#include "hfdir.h"
+#include "util.h"
+
+/* The layer index of tensor @name ("model.layers.12.mlp..." -> 12,
+ * "transformer.h.3.attn..." -> 3), or -1 when it has none. */
+static long layer_of(const char *name)
+{
+	static const char *const marks[] = { ".layers.", ".h.", ".blocks.", "layers.", "h." };
+	size_t i;
+
+	for (i = 0; i < sizeof(marks) / sizeof(*marks); i++) {
+		const char *p = strstr(name, marks[i]);
+
+		if (i >= 3 && p != name)
+			continue; /* without the dot: only at the start */
+		if (p) {
+			const char *d = p + strlen(marks[i]);
+			long v = 0;
+
+			if (*d < '0' || *d > '9')
+				continue;
+			while (*d >= '0' && *d <= '9' && v < 1000000)
+				v = v * 10 + (*d++ - '0');
+			if (*d == '.' || !*d)
+				return v;
+		}
+	}
+	return -1;
+}
+
+/* num_hidden_layers (or n_layer) of a config.json; 0 when absent. */
+static long num_layers(const struct rfs_src *s)
+{
+	cJSON *j = cJSON_ParseWithLength(s->config, s->config_len), *v;
+	long n = 0;
+
+	if (!j)
+		return 0;
+	v = cJSON_GetObjectItemCaseSensitive(j, "num_hidden_layers");
+	if (!cJSON_IsNumber(v))
+		v = cJSON_GetObjectItemCaseSensitive(j, "n_layer");
+	if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < 1e6)
+		n = (long)v->valuedouble;
+	cJSON_Delete(j);
+	return n;
+}
+
+static int is_float(enum rfs_dtype d)
+{
+	return rfs_dtype_kdt(d) >= 0;
+}
+
+/* The recipe's model @m's source in p->src, or the base. */
+struct terms {
+	int src_of[RFS_RECIPE_MAX_MODELS]; /* recipe model -> p->src index */
+	int base_src;                       /* -1: no base (linear without one) */
+	long nlayers;
+};
+
+/* The parameters of tensor @name resolved into @mc (model k is operand
+ * k + has_base); refuses what the method cannot use, naming the key. */
+static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const struct terms *tm,
+			  const char *name, const int *model_idx, unsigned nmodels, struct rfs_mcomp *mc)
+{
+	long layer = layer_of(name);
+	double v;
+	unsigned k;
+
+	mc->lambda = rfs_recipe_param(r, -1, "lambda", name, layer, tm->nlayers, &v) ? (float)v : 1.0f;
+	mc->normalize = r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_LINEAR ||
+			r->method == RFS_MERGE_DARE_TIES ? 1 : 0;
+	if (r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_DARE_TIES ||
+	    r->method == RFS_MERGE_BREADCRUMBS_TIES)
+		mc->consensus = 1;
+	if (r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_BREADCRUMBS_TIES ||
+	    r->method == RFS_MERGE_DARE_TIES)
+		mc->normalize = 1;
+	if (rfs_recipe_param(r, -1, "normalize", name, layer, tm->nlayers, &v))
+		mc->normalize = v != 0;
+	mc->rescale = r->method == RFS_MERGE_DARE_TIES || r->method == RFS_MERGE_DARE_LINEAR;
+	if (rfs_recipe_param(r, -1, "rescale", name, layer, tm->nlayers, &v))
+		mc->rescale = v != 0;
+	if (r->method == RFS_MERGE_SLERP) {
+		if (!rfs_recipe_param(r, -1, "t", name, layer, tm->nlayers, &v))
+			return rfs_errf(b->err, RFS_E_SPEC, "%s: tensor '%s': no value of t applies to it", r->path,
+					name);
+		mc->t = (float)v;
+	}
+	for (k = 0; k < nmodels; k++) {
+		int m = model_idx[k];
+
+		mc->density[k] = 1.0f;
+		mc->gamma[k] = 0.01f;
+		if (r->method == RFS_MERGE_SLERP)
+			continue;
+		if (!rfs_recipe_param(r, m, "weight", name, layer, tm->nlayers, &v))
+			return rfs_errf(b->err, RFS_E_SPEC, "%s: models[%d] (%s): no weight applies to tensor '%s'",
+					r->path, m, r->models[m].ref, name);
+		mc->w[k] = (float)v;
+		if (rfs_recipe_param(r, m, "density", name, layer, tm->nlayers, &v)) {
+			if (!(v > 0 && v <= 1))
+				return rfs_errf(b->err, RFS_E_SPEC,
+						"%s: models[%d] (%s): density %g for tensor '%s' is outside (0, 1]",
+						r->path, m, r->models[m].ref, v, name);
+			mc->density[k] = (float)v;
+		}
+		if (rfs_recipe_param(r, m, "gamma", name, layer, tm->nlayers, &v))
+			mc->gamma[k] = (float)v;
+	}
+	return 0;
+}
+
+/* One safetensors file of the base's layout, every floating tensor merged. */
+static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, uint64_t *total)
+{
+	struct rfs_plan *p = b->p;
+	const struct rfs_recipe *r = p->recipe;
+	const struct rfs_src *lay = p->src[tm->base_src >= 0 ? tm->base_src : tm->src_of[0]];
+	const struct rfs_st_file *f = lay->files[fi];
+	struct rfs_pb_out *o = calloc(f->ntensors ? f->ntensors : 1, sizeof(*o));
+	static const struct rfs_st_meta pt_meta = { "format", "pt" };
+	int model_idx[RFS_RECIPE_MAX_MODELS], ret = 0;
+	unsigned nm = 0;
+	size_t i, k;
+
+	if (!o)
+		return rfs_pb_nomem(b);
+	/* the operands after the base: the models that are not the base */
+	for (k = 0; k < r->nmodels; k++)
+		if (tm->src_of[k] != tm->base_src || r->method == RFS_MERGE_LINEAR)
+			model_idx[nm++] = (int)k;
+	for (i = 0; i < f->ntensors && !ret; i++) {
+		const struct rfs_st_tensor *t = &f->tensors[i];
+		const struct rfs_src_tensor *bt = rfs_src_find(lay, t->name), *mt[RFS_RECIPE_MAX_MODELS];
+		struct rfs_tinfo *ti = rfs_pb_new_tinfo(b);
+		struct rfs_mcomp *mc;
+		int has_base = r->method != RFS_MERGE_LINEAR;
+		unsigned nops;
+
+		if (!ti) {
+			ret = rfs_pb_nomem(b);
+			break;
+		}
+		ti->name = t->name;
+		ti->file = lay->file_names[fi];
+		ti->ndim = t->ndim;
+		memcpy(ti->shape, t->shape, sizeof(t->shape));
+		o[i].info = ti;
+		o[i].src = bt;
+		if (!is_float(t->dtype)) { /* integer buffers: the base's, as mergekit copies them */
+			ti->dtype = t->dtype;
+			ti->how = RFS_HOW_PASSTHROUGH;
+			ti->nterms = 1;
+			ti->srcmask = 1;
+			o[i].bytes = rfs_pb_out_bytes(ti);
+			*total += o[i].bytes;
+			continue;
+		}
+		for (k = 0; k < nm; k++) {
+			const struct rfs_src *ms = p->src[tm->src_of[model_idx[k]]];
+
+			mt[k] = rfs_src_find(ms, t->name);
+			if (!mt[k]) {
+				ret = rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s' of %s is missing from %s", t->name,
+					       lay->dir, ms->dir);
+				break;
+			}
+			if (mt[k]->t->ndim != t->ndim ||
+			    memcmp(mt[k]->t->shape, t->shape, t->ndim * sizeof(t->shape[0]))) {
+				char s1[128], s2[128];
+
+				rfs_shape_str(t->shape, t->ndim, s1, sizeof(s1));
+				rfs_shape_str(mt[k]->t->shape, mt[k]->t->ndim, s2, sizeof(s2));
+				ret = rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s': shape %s in %s but %s in %s%s",
+					       t->name, s1, lay->dir, s2, ms->dir,
+					       strstr(t->name, "embed") || strstr(t->name, "lm_head") || strstr(t->name, "wte")
+						       ? " (the vocabularies differ: tokenizer_source: union aligns them)"
+						       : "");
+				break;
+			}
+			if (!is_float(mt[k]->t->dtype)) {
+				ret = rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s' is %s in %s: not a floating dtype",
+					       t->name, rfs_dtype_name(mt[k]->t->dtype), ms->dir);
+				break;
+			}
+		}
+		if (ret)
+			break;
+		ti->dtype = r->out_dtype >= 0 ? (enum rfs_dtype)r->out_dtype
+			  : r->dtype >= 0 ? (enum rfs_dtype)r->dtype : t->dtype;
+		nops = (unsigned)has_base + nm;
+		o[i].comp = rfs_pb_new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype), rfs_pb_out_numel(ti),
+					    nops);
+		mc = calloc(1, sizeof(*mc));
+		if (!o[i].comp || !mc) {
+			free(mc);
+			ret = rfs_pb_nomem(b);
+			break;
+		}
+		o[i].comp->merge = mc;
+		pthread_mutex_init(&mc->lk, NULL);
+		mc->method = r->method;
+		mc->nmodels = nm;
+		mc->has_base = has_base;
+		mc->cdt = (enum rfs_kdt)rfs_dtype_kdt(r->dtype >= 0 ? (enum rfs_dtype)r->dtype : t->dtype);
+		mc->seed = r->has_seed ? r->random_seed : 0;
+		mc->name_hash = XXH3_64bits(t->name, strlen(t->name));
+		if (has_base)
+			rfs_pb_comp_add(o[i].comp, bt, 1.0f);
+		ti->srcmask = has_base ? 1u << tm->base_src : 0;
+		for (k = 0; k < nm; k++) {
+			rfs_pb_comp_add(o[i].comp, mt[k], 1.0f);
+			ti->srcmask |= 1u << tm->src_of[model_idx[k]];
+		}
+		ret = resolve_params(b, r, tm, t->name, model_idx, nm, mc);
+		ti->how = RFS_HOW_MERGED;
+		ti->nterms = nops;
+		o[i].bytes = rfs_pb_out_bytes(ti);
+		*total += o[i].bytes;
+	}
+	if (!ret)
+		ret = rfs_pb_emit_st(b, lay->file_names[fi], o, f->ntensors, NULL, 1,
+				     f->has_meta ? f->meta : &pt_meta, f->has_meta ? f->nmeta : 1);
+	free(o);
+	return ret;
+}
+
+/* mergekit_config.yml: the recipe as given. */
+static int add_recipe_file(struct rfs_build *b)
+{
+	const struct rfs_recipe *r = b->p->recipe;
+	char *copy = malloc(r->text_len + 1);
+
+	if (!copy)
+		return rfs_pb_nomem(b);
+	memcpy(copy, r->text, r->text_len + 1);
+	return rfs_pb_add_lit(b, "mergekit_config.yml", copy, r->text_len, 0444);
+}
+
+int rfs_pb_merge(struct rfs_build *b)
+{
+	struct rfs_plan *p = b->p;
+	const struct rfs_recipe *r = p->recipe;
+	const struct rfs_src *lay;
+	struct terms tm = { .base_src = -1 };
+	uint64_t total = 0;
+	size_t i, k;
+	int ret = 0;
+
+	/* p->src: the base first (when there is one), then each other model once */
+	for (k = 0; k < r->nmodels; k++) {
+		tm.src_of[k] = -1;
+		for (i = 0; i < p->spec.nterms; i++)
+			if (!strcmp(p->spec.terms[i].path, r->models[k].ref))
+				tm.src_of[k] = (int)i;
+	}
+	if (r->base_model)
+		tm.base_src = 0;
+	for (i = 0; i < p->nsrc; i++)
+		if (p->src[i]->kind == RFS_SRC_RESIDUALS)
+			return rfs_errf(b->err, RFS_E_SPEC,
+					"%s: %s is a residuals directory: residuals are deltas, not models; mount it as a SPEC (BASE+%s) instead",
+					r->path, p->src[i]->dir, p->src[i]->dir);
+	lay = p->src[tm.base_src >= 0 ? tm.base_src : tm.src_of[0]];
+	tm.nlayers = num_layers(lay);
+	if (r->method == RFS_MERGE_SLERP) {
+		unsigned others = 0;
+
+		for (k = 0; k < r->nmodels; k++)
+			others += tm.src_of[k] != tm.base_src;
+		if (others != 1)
+			return rfs_errf(b->err, RFS_E_SPEC,
+					"%s: slerp merges exactly two models: the base_model and one other (%u others given)",
+					r->path, others);
+	}
+	if (r->method != RFS_MERGE_LINEAR && r->method != RFS_MERGE_SLERP) {
+		unsigned others = 0;
+
+		for (k = 0; k < r->nmodels; k++)
+			others += tm.src_of[k] != tm.base_src;
+		if (!others)
+			return rfs_errf(b->err, RFS_E_SPEC, "%s: %s needs at least one model besides the base_model",
+					r->path, rfs_merge_method_name(r->method));
+	}
+	if (r->out_dtype >= 0 || r->dtype >= 0)
+		p->opts.out_dtype = r->out_dtype >= 0 ? r->out_dtype : r->dtype;
+	for (i = 0; i < lay->nfiles && !ret; i++)
+		ret = merge_file(b, &tm, i, &total);
+	/* the layout's term is p->src[0] (rfs_plan_build_recipe): the
+	 * index, config and tokenizer are its */
+	if (!ret && lay->sharded)
+		ret = rfs_pb_add_index(b, total);
+	if (!ret)
+		ret = rfs_pb_add_config(b, -1);
+	if (!ret)
+		ret = rfs_pb_add_chat_files(b);
+	if (!ret)
+		ret = add_recipe_file(b);
+	if (!ret)
+		ret = rfs_pb_add_card(b);
+	return ret;
+}

@@ -1,0 +1,442 @@
+/*
+ * The arithmetic of mergekit's methods, element by element (merge.h,
+ * docs/merges.md).
+ *
+ * Every operation is rounded to the compute dtype (cdt) as torch rounds a
+ * tensor operation in that dtype: in float32 each product and sum is a
+ * float32 operation (no fused multiply-add, but where mergekit's own CPU
+ * kernel fuses one: linear's addcmul); in bfloat16 or float16 each result
+ * is rounded to that dtype, and reductions over the models (torch's sum
+ * of a stacked tensor) accumulate in float32 and round once.  The result
+ * is rounded once more to the output dtype.
+ *
+ * Sparsification by magnitude (ties, breadcrumbs) needs thresholds over
+ * the whole tensor: they are found by a radix select on the float32 bit
+ * patterns of |delta| (two passes of a 65536-bucket histogram, no copy of
+ * the tensor), once per tensor, on first access.  Elements tied at a
+ * threshold are all kept: a rule that does not depend on read order
+ * (mergekit's choice among them is torch's sort order).  dare's random
+ * mask is a counter-based hash of (seed, tensor name, model, element):
+ * the same bytes on every mount and read order.
+ */
+#include "merge.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kern.h"
+
+#define CHUNK 16384u /* elements per step */
+
+/* Rounds @x to dtype @t and back (exact for F32). */
+static inline float rnd(enum rfs_kdt t, float x)
+{
+	switch (t) {
+	case RFS_KDT_BF16: return rfs_bf16_to_f32(rfs_f32_to_bf16(x));
+	case RFS_KDT_F16: return rfs_f16_to_f32(rfs_f32_to_f16(x));
+	default: return x;
+	}
+}
+
+/* The operands of elements [pos, pos + n) as float32 values rounded to the
+ * compute dtype (mergekit converts the inputs to `dtype` on load). */
+struct chunk {
+	float *v[RFS_SPEC_MAX_TERMS];
+	char *raw;
+};
+
+static int chunk_alloc(struct chunk *k, unsigned nops)
+{
+	unsigned i;
+
+	memset(k, 0, sizeof(*k));
+	k->raw = malloc((size_t)CHUNK * 4);
+	for (i = 0; i < nops; i++)
+		k->v[i] = malloc((size_t)CHUNK * sizeof(float));
+	for (i = 0; i < nops; i++)
+		if (!k->v[i])
+			return -1;
+	return k->raw ? 0 : -1;
+}
+
+static void chunk_free(struct chunk *k, unsigned nops)
+{
+	unsigned i;
+
+	for (i = 0; i < nops; i++)
+		free(k->v[i]);
+	free(k->raw);
+}
+
+static enum rfs_code chunk_load(const struct rfs_comp *c, struct chunk *k, uint64_t pos, size_t n,
+				struct rfs_err *err)
+{
+	const struct rfs_kern_ops *ops = rfs_kern_best();
+	enum rfs_kdt cdt = c->merge->cdt;
+	unsigned i;
+	size_t j;
+
+	for (i = 0; i < c->nops; i++) {
+		const struct rfs_operand *o = &c->ops[i];
+		size_t isz = rfs_kdt_size(o->dtype);
+		int ret = rfs_bsrc_pread(o->src, k->raw, n * isz, o->off + pos * isz, err);
+
+		if (ret)
+			return ret;
+		ops->to_f32(o->dtype, k->raw, k->v[i], n);
+		if (cdt != RFS_KDT_F32 && o->dtype != cdt)
+			for (j = 0; j < n; j++)
+				k->v[i][j] = rnd(cdt, k->v[i][j]);
+	}
+	return 0;
+}
+
+/* ---- per-tensor numbers ---------------------------------------------------- */
+
+/* Model @m's delta at element @j of chunk @k, in the compute dtype. */
+static inline float delta(const struct rfs_mcomp *mc, const struct chunk *k, unsigned m, size_t j)
+{
+	return rnd(mc->cdt, k->v[1 + m][j] - k->v[0][j]);
+}
+
+/* The magnitude of @x as an ordered key: NaN above everything. */
+static inline uint32_t mag_key(float x)
+{
+	uint32_t u = rfs_f32_bits(x) & 0x7FFFFFFFu;
+
+	return u > 0x7F800000u ? 0x7FC00000u : u;
+}
+
+/*
+ * The key of model @m's |delta| at ascending rank @rank (0-based) of the
+ * @numel elements: two histogram passes over the tensor.
+ */
+static enum rfs_code select_rank(const struct rfs_comp *c, struct chunk *k, unsigned m, uint64_t rank,
+				 uint32_t *key, struct rfs_err *err)
+{
+	uint64_t *h = calloc(65536, sizeof(*h)), below = 0, pos;
+	uint32_t hi = 0;
+	unsigned pass, i;
+	int ret = 0;
+
+	if (!h)
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	for (pass = 0; pass < 2 && !ret; pass++) {
+		memset(h, 0, 65536 * sizeof(*h));
+		for (pos = 0; pos < c->numel && !ret; pos += CHUNK) {
+			size_t n = c->numel - pos < CHUNK ? (size_t)(c->numel - pos) : CHUNK, j;
+
+			ret = chunk_load(c, k, pos, n, err);
+			for (j = 0; !ret && j < n; j++) {
+				uint32_t u = mag_key(delta(c->merge, k, m, j));
+
+				if (!pass)
+					h[u >> 16]++;
+				else if ((u >> 16) == hi)
+					h[u & 0xFFFF]++;
+			}
+		}
+		if (ret)
+			break;
+		for (i = 0; i < 65536; i++) {
+			if (below + h[i] > rank)
+				break;
+			below += h[i];
+		}
+		if (i == 65536)
+			i = 65535;
+		if (!pass)
+			hi = i;
+		else
+			*key = hi << 16 | i;
+	}
+	free(h);
+	return ret;
+}
+
+/* dare: sum|d| and sum|kept d| of model @m, for the L1 rescale. */
+static int dare_keep(const struct rfs_mcomp *mc, unsigned m, uint64_t j);
+
+static enum rfs_code l1_sums(const struct rfs_comp *c, struct chunk *k, struct rfs_err *err)
+{
+	struct rfs_mcomp *mc = c->merge;
+	double all[RFS_RECIPE_MAX_MODELS] = { 0 }, kept[RFS_RECIPE_MAX_MODELS] = { 0 };
+	uint64_t pos;
+	unsigned m;
+	int ret = 0;
+
+	for (pos = 0; pos < c->numel && !ret; pos += CHUNK) {
+		size_t n = c->numel - pos < CHUNK ? (size_t)(c->numel - pos) : CHUNK, j;
+
+		ret = chunk_load(c, k, pos, n, err);
+		for (m = 0; !ret && m < mc->nmodels; m++)
+			for (j = 0; j < n; j++) {
+				double a = fabs((double)delta(mc, k, m, j));
+
+				all[m] += a;
+				if (dare_keep(mc, m, pos + j))
+					kept[m] += a;
+			}
+	}
+	for (m = 0; !ret && m < mc->nmodels; m++)
+		mc->l1_scale[m] = kept[m] > 0 ? (float)(all[m] / kept[m]) : 1.0f;
+	return ret;
+}
+
+/* slerp: the coefficients of the two operands from their norms and dot. */
+static enum rfs_code slerp_coefs(const struct rfs_comp *c, struct chunk *k, struct rfs_err *err)
+{
+	struct rfs_mcomp *mc = c->merge;
+	double n0 = 0, n1 = 0, dot = 0, theta, s;
+	uint64_t pos;
+	int ret = 0;
+
+	for (pos = 0; pos < c->numel && !ret; pos += CHUNK) {
+		size_t n = c->numel - pos < CHUNK ? (size_t)(c->numel - pos) : CHUNK, j;
+
+		ret = chunk_load(c, k, pos, n, err);
+		for (j = 0; !ret && j < n; j++) {
+			double x = k->v[0][j], y = k->v[1][j];
+
+			n0 += x * x;
+			n1 += y * y;
+			dot += x * y;
+		}
+	}
+	if (ret)
+		return ret;
+	n0 = sqrt(n0);
+	n1 = sqrt(n1);
+	/* mergekit normalises each by its norm (eps 1e-8 where it is 0) */
+	dot /= (n0 > 1e-8 ? n0 : 1) * (n1 > 1e-8 ? n1 : 1);
+	if (fabs(dot) > 0.9995) {
+		mc->lerp = 1;
+		return 0;
+	}
+	theta = acos(dot);
+	s = sin(theta);
+	mc->s0 = (float)(sin(theta - theta * mc->t) / s);
+	mc->s1 = (float)(sin(theta * mc->t) / s);
+	return 0;
+}
+
+/* The tensor's numbers, once (any thread; the others wait). */
+static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
+{
+	struct rfs_mcomp *mc = c->merge;
+	struct chunk k;
+	unsigned m;
+	int ret = 0;
+
+	if (__atomic_load_n(&mc->ready, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&mc->lk);
+	if (mc->ready) {
+		pthread_mutex_unlock(&mc->lk);
+		return 0;
+	}
+	if (chunk_alloc(&k, c->nops)) {
+		chunk_free(&k, c->nops);
+		pthread_mutex_unlock(&mc->lk);
+		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+	}
+	switch (mc->method) {
+	case RFS_MERGE_TIES:
+		for (m = 0; m < mc->nmodels && !ret; m++) {
+			/* the k largest: rank numel - k ascending */
+			double want = (double)mc->density[m] * (double)c->numel;
+			uint64_t kk = want < 1 ? 1 : (uint64_t)want;
+			uint32_t key = 0;
+
+			if (kk >= c->numel)
+				continue; /* density 1: everything */
+			ret = select_rank(c, &k, m, c->numel - kk, &key, err);
+			mc->lo[m] = rfs_bits_f32(key);
+		}
+		break;
+	case RFS_MERGE_BREADCRUMBS:
+	case RFS_MERGE_BREADCRUMBS_TIES:
+		for (m = 0; m < mc->nmodels && !ret; m++) {
+			uint64_t keep = (uint64_t)((double)c->numel * (double)mc->density[m]);
+			uint64_t top = (uint64_t)((double)c->numel * (double)mc->gamma[m]);
+			uint64_t bot = c->numel > keep + top ? c->numel - keep - top : 0;
+			uint32_t key = 0;
+
+			ret = select_rank(c, &k, m, bot, &key, err);
+			mc->lo[m] = rfs_bits_f32(key);
+			if (!ret && top) {
+				ret = select_rank(c, &k, m, c->numel - top, &key, err);
+				mc->hi[m] = rfs_bits_f32(key);
+				mc->hi_on[m] = 1;
+			}
+		}
+		break;
+	case RFS_MERGE_DARE_TIES:
+	case RFS_MERGE_DARE_LINEAR:
+		if (mc->rescale)
+			ret = l1_sums(c, &k, err);
+		break;
+	case RFS_MERGE_SLERP:
+		ret = slerp_coefs(c, &k, err);
+		break;
+	default:
+		break;
+	}
+	chunk_free(&k, c->nops);
+	if (!ret)
+		__atomic_store_n(&mc->ready, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&mc->lk);
+	return ret;
+}
+
+/* ---- elements ---------------------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* dare: is element @j of model @m kept?  u in [0, 1) from 24 bits of a
+ * hash of (seed, tensor, model, element), kept when u < density. */
+static int dare_keep(const struct rfs_mcomp *mc, unsigned m, uint64_t j)
+{
+	uint64_t h = mix64(mix64(mix64(mc->seed ^ 0x5245534944465321ull) ^ mc->name_hash) ^ m) ^ j;
+	float u = (float)(mix64(h) >> 40) * 0x1p-24f;
+
+	return u < mc->density[m];
+}
+
+/* Model @m's sparsified delta at element @j (absolute index @gj). */
+static inline float sparse_delta(const struct rfs_mcomp *mc, unsigned m, float d, uint64_t gj)
+{
+	float a;
+
+	switch (mc->method) {
+	case RFS_MERGE_TIES:
+		if (mc->density[m] >= 1.0f)
+			return d;
+		a = rfs_bits_f32(mag_key(d));
+		return a >= mc->lo[m] ? d : 0.0f;
+	case RFS_MERGE_BREADCRUMBS:
+	case RFS_MERGE_BREADCRUMBS_TIES:
+		a = rfs_bits_f32(mag_key(d));
+		return a >= mc->lo[m] && (!mc->hi_on[m] || a < mc->hi[m]) ? d : 0.0f;
+	case RFS_MERGE_DARE_TIES:
+	case RFS_MERGE_DARE_LINEAR:
+		if (!dare_keep(mc, m, gj))
+			return 0.0f;
+		return mc->rescale ? rnd(mc->cdt, d * mc->l1_scale[m]) : d;
+	default:
+		return d;
+	}
+}
+
+/* The task-arithmetic family at one element. */
+static float task_element(const struct rfs_mcomp *mc, const struct chunk *k, size_t j, uint64_t gj)
+{
+	enum rfs_kdt t = mc->cdt;
+	float b = k->v[0][j], wd[RFS_RECIPE_MAX_MODELS], mixed = 0.0f, div = 0.0f, sum = 0.0f;
+	unsigned m;
+
+	for (m = 0; m < mc->nmodels; m++) {
+		float d = sparse_delta(mc, m, delta(mc, k, m, j), gj);
+
+		wd[m] = rnd(t, rnd(t, mc->w[m]) * d);
+	}
+	if (mc->consensus) {
+		int plus;
+
+		for (m = 0; m < mc->nmodels; m++)
+			sum += wd[m];
+		sum = rnd(t, sum);
+		plus = !(sum < 0.0f); /* sign(sum) >= 0 counts as + */
+		for (m = 0; m < mc->nmodels; m++)
+			if (plus ? wd[m] > 0.0f : wd[m] < 0.0f) {
+				mixed += wd[m];
+				div += rnd(t, mc->w[m]);
+			}
+		mixed = rnd(t, mixed);
+		div = rnd(t, div);
+	} else {
+		for (m = 0; m < mc->nmodels; m++) {
+			mixed += wd[m];
+			div += rnd(t, mc->w[m]);
+		}
+		mixed = rnd(t, mixed);
+		div = rnd(t, div);
+	}
+	if (mc->normalize)
+		mixed = rnd(t, mixed / (div == 0.0f ? 1.0f : div));
+	if (mc->lambda != 1.0f)
+		mixed = rnd(t, mixed * rnd(t, mc->lambda));
+	return rnd(t, b + mixed);
+}
+
+static float linear_element(const struct rfs_mcomp *mc, const struct chunk *k, size_t j)
+{
+	float r = 0.0f, div = 0.0f;
+	unsigned m;
+
+	for (m = 0; m < mc->nmodels; m++) {
+		r = fmaf(k->v[m][j], mc->w[m], r);
+		div += mc->w[m];
+	}
+	return mc->normalize ? r / div : r;
+}
+
+static float slerp_element(const struct rfs_mcomp *mc, const struct chunk *k, size_t j)
+{
+	float x = k->v[0][j], y = k->v[1][j];
+
+	if (mc->lerp)
+		return (1.0f - mc->t) * x + mc->t * y;
+	return mc->s0 * x + mc->s1 * y;
+}
+
+enum rfs_code rfs_merge_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
+				const struct rfs_reader *rd, struct rfs_err *err)
+{
+	const struct rfs_kern_ops *ops = rfs_kern_best();
+	const struct rfs_mcomp *mc = c->merge;
+	size_t osz = rfs_kdt_size(c->out_dtype);
+	uint64_t e0 = a / osz, e1 = (a + len + osz - 1) / osz, pos;
+	char *dst = dstv, *out = NULL;
+	float *res = NULL;
+	struct chunk k;
+	int ret;
+
+	(void)rd;
+	ret = prepare(c, err);
+	if (ret)
+		return ret;
+	if (chunk_alloc(&k, c->nops) || !(res = malloc(CHUNK * sizeof(float))) ||
+	    !(out = malloc((size_t)CHUNK * osz))) {
+		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
+		goto out;
+	}
+	for (pos = e0; pos < e1 && !ret; pos += CHUNK) {
+		size_t n = e1 - pos < CHUNK ? (size_t)(e1 - pos) : CHUNK, j;
+		uint64_t from = pos * osz < a ? a - pos * osz : 0;
+		uint64_t to = (pos + n) * osz > a + len ? a + len - pos * osz : n * osz;
+
+		ret = chunk_load(c, &k, pos, n, err);
+		if (ret)
+			break;
+		for (j = 0; j < n; j++)
+			res[j] = mc->method == RFS_MERGE_LINEAR ? linear_element(mc, &k, j)
+				 : mc->method == RFS_MERGE_SLERP ? slerp_element(mc, &k, j)
+				 : task_element(mc, &k, j, pos + j);
+		ops->from_f32(c->out_dtype, res, out, n);
+		memcpy(dst + (pos * osz + from - a), out + from, (size_t)(to - from));
+	}
+out:
+	chunk_free(&k, c->nops);
+	free(res);
+	free(out);
+	return ret;
+}
