@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include "buf.h"
+#include "recipe.h"
 #include "util.h"
 
 /* Fingerprint of a source for the model card: bytes, mtime, xxh3 of headers. */
@@ -58,14 +59,75 @@ static void card_yaml_str(struct rfs_buf *o, const char *key, const char *val)
 	rfs_buf_adds(o, "\n");
 }
 
+/* The sources table: each term with its fingerprint. */
+static void sources_table(const struct rfs_plan *p, struct rfs_buf *o, int with_scale)
+{
+	char fp[256];
+	size_t i;
+
+	rfs_buf_adds(o, with_scale ? "## Sources\n\n| term | kind | scale | fingerprint |\n|---|---|---|---|\n"
+				   : "## Sources\n\n| term | kind | fingerprint |\n|---|---|---|\n");
+	for (i = 0; i < p->nsrc; i++) {
+		fingerprint(p->src[i], fp, sizeof(fp));
+		if (with_scale)
+			rfs_buf_addf(o, "| `%s` | %s | %g | %s |\n", term_name(p->src[i]),
+				     rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale, fp);
+		else
+			rfs_buf_addf(o, "| `%s` | %s | %s |\n", term_name(p->src[i]),
+				     rfs_src_kind_name(p->src[i]->kind), fp);
+	}
+	for (i = 0; i < p->nsrc; i++)
+		if (p->src[i]->td && p->src[i]->td->resolved)
+			rfs_buf_addf(o, "%s- resolved: %s\n", i && p->src[i - 1]->td->resolved ? "" : "\n",
+				     p->src[i]->td->resolved);
+}
+
+/*
+ * A merge's card: mergekit's front matter (base_model: every model,
+ * library_name, tags mergekit and merge) and its sections (method, models,
+ * the recipe), then residfs's lineage: the sources and their fingerprints.
+ */
+static void recipe_card(const struct rfs_plan *p, struct rfs_buf *o)
+{
+	const struct rfs_recipe *r = p->recipe;
+	size_t i;
+
+	rfs_buf_adds(o, "---\nbase_model:\n");
+	for (i = 0; i < p->nsrc; i++) {
+		rfs_buf_adds(o, "- ");
+		rfs_buf_add_json_str_ascii(o, term_name(p->src[i]));
+		rfs_buf_adds(o, "\n");
+	}
+	rfs_buf_adds(o, "library_name: transformers\ntags:\n- mergekit\n- merge\n- residfs\n---\n");
+	rfs_buf_adds(o, "# merged\n\nThis is a merge of pre-trained language models in the form "
+		     "[mergekit](https://github.com/arcee-ai/mergekit) writes, computed on read by residfs: "
+		     "no merged copy was written.\n\n## Merge Details\n### Merge Method\n\n");
+	rfs_buf_addf(o, "This model was merged using the %s merge method", rfs_merge_method_name(r->method));
+	if (r->base_model)
+		rfs_buf_addf(o, " using %s as a base", term_name(p->src[0]));
+	rfs_buf_adds(o, ".\n\n### Models Merged\n\nThe following models were included in the merge:\n");
+	for (i = r->base_model ? 1 : 0; i < p->nsrc; i++)
+		rfs_buf_addf(o, "* %s\n", term_name(p->src[i]));
+	rfs_buf_adds(o, "\n### Configuration\n\nThe following YAML configuration was used to produce this model:\n\n```yaml\n");
+	rfs_buf_add(o, r->text, r->text_len);
+	if (r->text_len && r->text[r->text_len - 1] != '\n')
+		rfs_buf_adds(o, "\n");
+	rfs_buf_addf(o, "```\n\n- residfs version: %s\n\n", RESIDFS_VERSION);
+	sources_table(p, o, 0);
+}
+
 int rfs_pb_add_card(struct rfs_build *b)
 {
 	struct rfs_plan *p = b->p;
 	struct rfs_buf o = { 0 };
-	char spec[4096], fp[256], bn[512];
+	char spec[4096], bn[512];
 	size_t i;
 
 	rfs_spec_format(&p->spec, spec, sizeof(spec));
+	if (p->recipe) {
+		recipe_card(p, &o);
+		goto done;
+	}
 	rfs_buf_adds(&o, "---\n");
 	if (p->compute) {
 		snprintf(bn, sizeof(bn), "%s", term_name(p->src[1]));
@@ -101,16 +163,8 @@ int rfs_pb_add_card(struct rfs_build *b)
 	rfs_buf_addf(&o, "- rounding: %s\n",
 		     p->opts.rounding == RFS_ROUND_CAST_FIRST ? "cast-first" : "single");
 	rfs_buf_addf(&o, "- residfs version: %s\n\n", RESIDFS_VERSION);
-	rfs_buf_adds(&o, "## Sources\n\n| term | kind | scale | fingerprint |\n|---|---|---|---|\n");
-	for (i = 0; i < p->nsrc; i++) {
-		fingerprint(p->src[i], fp, sizeof(fp));
-		rfs_buf_addf(&o, "| `%s` | %s | %g | %s |\n", term_name(p->src[i]),
-			     rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale, fp);
-	}
-	for (i = 0; i < p->nsrc; i++)
-		if (p->src[i]->td && p->src[i]->td->resolved)
-			rfs_buf_addf(&o, "%s- resolved: %s\n", i && p->src[i - 1]->td->resolved ? "" : "\n",
-				     p->src[i]->td->resolved);
+	sources_table(p, &o, 1);
+done:
 	if (!rfs_buf_ok(&o)) {
 		rfs_buf_release(&o);
 		return rfs_pb_nomem(b);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "merge.h"
 #include "util.h"
 
 static const char *how_name(enum rfs_how h)
@@ -18,6 +19,33 @@ static const char *how_name(enum rfs_how h)
 	return "?";
 }
 
+/* A recipe's parameters of tensor @t, as resolved for it. */
+static void merge_params_text(const struct rfs_plan *p, const struct rfs_tinfo *t, FILE *out)
+{
+	const struct rfs_comp *c = p->recipe ? t->comp : NULL;
+	const struct rfs_mcomp *mc = c ? c->merge : NULL;
+	unsigned m;
+
+	if (!mc)
+		return;
+	if (mc->method == RFS_MERGE_SLERP) {
+		fprintf(out, "  t=%g", mc->t);
+		return;
+	}
+	fprintf(out, "  w=");
+	for (m = 0; m < mc->nmodels; m++)
+		fprintf(out, "%s%g", m ? "," : "", mc->w[m]);
+	if (mc->method != RFS_MERGE_TASK_ARITHMETIC && mc->method != RFS_MERGE_LINEAR) {
+		fprintf(out, " density=");
+		for (m = 0; m < mc->nmodels; m++)
+			fprintf(out, "%s%g", m ? "," : "", mc->density[m]);
+	}
+	if (mc->lambda != 1.0f)
+		fprintf(out, " lambda=%g", mc->lambda);
+	if (mc->normalize && mc->method != RFS_MERGE_LINEAR)
+		fprintf(out, " normalized");
+}
+
 void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 {
 	char spec[4096], hb[32], shp[160];
@@ -25,17 +53,27 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 	size_t i;
 
 	rfs_spec_format(&p->spec, spec, sizeof(spec));
-	fprintf(out, "SPEC      %s\nmode      %s\n", spec,
-		p->compute ? "compute (the result is a residuals directory)"
-			   : "apply (the result is a model)");
+	if (p->recipe)
+		fprintf(out, "recipe    %s\nmode      merge: %s (mergekit recipe; the result is a model)\n",
+			p->recipe->path, rfs_merge_method_name(p->recipe->method));
+	else
+		fprintf(out, "SPEC      %s\nmode      %s\n", spec,
+			p->compute ? "compute (the result is a residuals directory)"
+				   : "apply (the result is a model)");
 	fprintf(out, "dtype     %s\nrounding  %s\n\nsources:\n",
 		p->opts.out_dtype >= 0 ? rfs_dtype_torch_name(p->opts.out_dtype)
 				       : (p->compute ? "float32" : "as the base"),
 		p->opts.rounding == RFS_ROUND_CAST_FIRST ? "cast-first" : "single");
 	for (i = 0; i < p->nsrc; i++)
-		fprintf(out, "  %-9s scale %-6g %zu file(s), %zu tensors  %s\n",
-			rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale,
-			p->src[i]->nfiles, p->src[i]->ntensors, p->src[i]->dir);
+		if (p->recipe)
+			fprintf(out, "  %-9s %-12s %zu file(s), %zu tensors  %s\n",
+				rfs_src_kind_name(p->src[i]->kind),
+				i == 0 && p->recipe->base_model ? "(base)" : "", p->src[i]->nfiles,
+				p->src[i]->ntensors, p->src[i]->dir);
+		else
+			fprintf(out, "  %-9s scale %-6g %zu file(s), %zu tensors  %s\n",
+				rfs_src_kind_name(p->src[i]->kind), p->spec.terms[i].scale,
+				p->src[i]->nfiles, p->src[i]->ntensors, p->src[i]->dir);
 	for (i = 0; i < p->nsrc; i++)
 		if (p->src[i]->td->resolved)
 			fprintf(out, "  resolved: %s\n", p->src[i]->td->resolved);
@@ -66,7 +104,9 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 			rfs_dtype_name(t->dtype), shp, how_name(t->how), from);
 		if (t->grown_rows)
 			fprintf(out, "  +%llu grown rows", (unsigned long long)t->grown_rows);
-		fprintf(out, "  [%s]\n", t->file);
+		fprintf(out, "  [%s]", t->file);
+		merge_params_text(p, t, out);
+		fprintf(out, "\n");
 	}
 	if (p->nignored) {
 		fprintf(out, "\nignored delta keys:\n");
@@ -80,6 +120,30 @@ void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
 	}
 }
 
+static void merge_params_json(const struct rfs_plan *p, const struct rfs_tinfo *t, cJSON *o)
+{
+	const struct rfs_comp *c = p->recipe ? t->comp : NULL;
+	const struct rfs_mcomp *mc = c ? c->merge : NULL;
+	cJSON *m, *w, *d;
+	unsigned k;
+
+	if (!mc || !(m = cJSON_AddObjectToObject(o, "merge")))
+		return;
+	if (mc->method == RFS_MERGE_SLERP) {
+		cJSON_AddNumberToObject(m, "t", mc->t);
+		return;
+	}
+	w = cJSON_AddArrayToObject(m, "weight");
+	d = cJSON_AddArrayToObject(m, "density");
+	for (k = 0; k < mc->nmodels; k++) {
+		cJSON_AddItemToArray(w, cJSON_CreateNumber(mc->w[k]));
+		cJSON_AddItemToArray(d, cJSON_CreateNumber(mc->density[k]));
+	}
+	cJSON_AddNumberToObject(m, "lambda", mc->lambda);
+	cJSON_AddBoolToObject(m, "normalize", mc->normalize);
+	cJSON_AddBoolToObject(m, "consensus", mc->consensus);
+}
+
 enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err)
 {
 	cJSON *root = cJSON_CreateObject(), *a, *o, *s;
@@ -91,7 +155,11 @@ enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_e
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	rfs_spec_format(&p->spec, spec, sizeof(spec));
 	cJSON_AddStringToObject(root, "spec", spec);
-	cJSON_AddStringToObject(root, "mode", p->compute ? "compute" : "apply");
+	cJSON_AddStringToObject(root, "mode", p->recipe ? "merge" : p->compute ? "compute" : "apply");
+	if (p->recipe) {
+		cJSON_AddStringToObject(root, "recipe", p->recipe->path);
+		cJSON_AddStringToObject(root, "merge_method", rfs_merge_method_name(p->recipe->method));
+	}
 	if (p->opts.out_dtype >= 0)
 		cJSON_AddStringToObject(root, "dtype", rfs_dtype_torch_name(p->opts.out_dtype));
 	else
@@ -138,6 +206,7 @@ enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_e
 			if (t->srcmask & (1u << d))
 				cJSON_AddItemToArray(s, cJSON_CreateNumber(d));
 		cJSON_AddNumberToObject(o, "grown_rows", (double)t->grown_rows);
+		merge_params_json(p, t, o);
 	}
 	a = cJSON_AddArrayToObject(root, "ignored");
 	for (i = 0; a && i < p->nignored; i++)

@@ -64,6 +64,19 @@ static int is_float(enum rfs_dtype d)
 	return rfs_dtype_kdt(d) >= 0;
 }
 
+/* torch.promote_types over the inputs' dtypes: the compute dtype when the
+ * recipe names none (bf16 with f16, or anything with f32: f32). */
+static enum rfs_dtype promote(enum rfs_dtype base, const struct rfs_src_tensor *const *mt, unsigned n)
+{
+	enum rfs_dtype d = base;
+	unsigned k;
+
+	for (k = 0; k < n; k++)
+		if (mt[k]->t->dtype != d)
+			d = RFS_DT_F32;
+	return d;
+}
+
 /* The recipe's model @m's source in p->src, or the base. */
 struct terms {
 	int src_of[RFS_RECIPE_MAX_MODELS]; /* recipe model -> p->src index */
@@ -81,14 +94,10 @@ static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const
 	unsigned k;
 
 	mc->lambda = rfs_recipe_param(r, -1, "lambda", name, layer, tm->nlayers, &v) ? (float)v : 1.0f;
-	mc->normalize = r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_LINEAR ||
-			r->method == RFS_MERGE_DARE_TIES ? 1 : 0;
-	if (r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_DARE_TIES ||
-	    r->method == RFS_MERGE_BREADCRUMBS_TIES)
-		mc->consensus = 1;
-	if (r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_BREADCRUMBS_TIES ||
-	    r->method == RFS_MERGE_DARE_TIES)
-		mc->normalize = 1;
+	/* mergekit's defaults: normalize for ties (and linear), rescale for dare */
+	mc->normalize = r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_LINEAR;
+	mc->consensus = r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_DARE_TIES ||
+			r->method == RFS_MERGE_BREADCRUMBS_TIES;
 	if (rfs_recipe_param(r, -1, "normalize", name, layer, tm->nlayers, &v))
 		mc->normalize = v != 0;
 	mc->rescale = r->method == RFS_MERGE_DARE_TIES || r->method == RFS_MERGE_DARE_LINEAR;
@@ -101,21 +110,27 @@ static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const
 		mc->t = (float)v;
 	}
 	for (k = 0; k < nmodels; k++) {
-		int m = model_idx[k];
+		int m = model_idx[k]; /* -1: the base, appended (linear) */
+		const char *ref = m >= 0 ? r->models[m].ref : r->base_model;
 
 		mc->density[k] = 1.0f;
 		mc->gamma[k] = 0.01f;
 		if (r->method == RFS_MERGE_SLERP)
 			continue;
-		if (!rfs_recipe_param(r, m, "weight", name, layer, tm->nlayers, &v))
+		if (!rfs_recipe_param(r, m, "weight", name, layer, tm->nlayers, &v)) {
+			if (m < 0)
+				return rfs_errf(b->err, RFS_E_SPEC,
+						"%s: base_model (%s) is not in models: linear adds it with the global weight, and no weight applies to tensor '%s'",
+						r->path, ref, name);
 			return rfs_errf(b->err, RFS_E_SPEC, "%s: models[%d] (%s): no weight applies to tensor '%s'",
-					r->path, m, r->models[m].ref, name);
+					r->path, m, ref, name);
+		}
 		mc->w[k] = (float)v;
 		if (rfs_recipe_param(r, m, "density", name, layer, tm->nlayers, &v)) {
 			if (!(v > 0 && v <= 1))
 				return rfs_errf(b->err, RFS_E_SPEC,
 						"%s: models[%d] (%s): density %g for tensor '%s' is outside (0, 1]",
-						r->path, m, r->models[m].ref, v, name);
+						r->path, m, ref, v, name);
 			mc->density[k] = (float)v;
 		}
 		if (rfs_recipe_param(r, m, "gamma", name, layer, tm->nlayers, &v))
@@ -143,11 +158,18 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 	for (k = 0; k < r->nmodels; k++)
 		if (tm->src_of[k] != tm->base_src || r->method == RFS_MERGE_LINEAR)
 			model_idx[nm++] = (int)k;
+	if (r->method == RFS_MERGE_LINEAR && r->base_model) {
+		for (k = 0; k < r->nmodels && tm->src_of[k] != tm->base_src; k++)
+			;
+		if (k == r->nmodels) /* mergekit appends an unlisted base as the last input */
+			model_idx[nm++] = -1;
+	}
 	for (i = 0; i < f->ntensors && !ret; i++) {
 		const struct rfs_st_tensor *t = &f->tensors[i];
 		const struct rfs_src_tensor *bt = rfs_src_find(lay, t->name), *mt[RFS_RECIPE_MAX_MODELS];
 		struct rfs_tinfo *ti = rfs_pb_new_tinfo(b);
 		struct rfs_mcomp *mc;
+		enum rfs_dtype cdt;
 		int has_base = r->method != RFS_MERGE_LINEAR;
 		unsigned nops;
 
@@ -171,7 +193,7 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 			continue;
 		}
 		for (k = 0; k < nm; k++) {
-			const struct rfs_src *ms = p->src[tm->src_of[model_idx[k]]];
+			const struct rfs_src *ms = p->src[model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src];
 
 			mt[k] = rfs_src_find(ms, t->name);
 			if (!mt[k]) {
@@ -200,8 +222,8 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 		}
 		if (ret)
 			break;
-		ti->dtype = r->out_dtype >= 0 ? (enum rfs_dtype)r->out_dtype
-			  : r->dtype >= 0 ? (enum rfs_dtype)r->dtype : t->dtype;
+		cdt = r->dtype >= 0 ? (enum rfs_dtype)r->dtype : promote(t->dtype, mt, nm);
+		ti->dtype = r->out_dtype >= 0 ? (enum rfs_dtype)r->out_dtype : cdt;
 		nops = (unsigned)has_base + nm;
 		o[i].comp = rfs_pb_new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype), rfs_pb_out_numel(ti),
 					    nops);
@@ -212,11 +234,12 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 			break;
 		}
 		o[i].comp->merge = mc;
+		ti->comp = o[i].comp;
 		pthread_mutex_init(&mc->lk, NULL);
 		mc->method = r->method;
 		mc->nmodels = nm;
 		mc->has_base = has_base;
-		mc->cdt = (enum rfs_kdt)rfs_dtype_kdt(r->dtype >= 0 ? (enum rfs_dtype)r->dtype : t->dtype);
+		mc->cdt = (enum rfs_kdt)rfs_dtype_kdt(cdt);
 		mc->seed = r->has_seed ? r->random_seed : 0;
 		mc->name_hash = XXH3_64bits(t->name, strlen(t->name));
 		if (has_base)
@@ -224,7 +247,7 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 		ti->srcmask = has_base ? 1u << tm->base_src : 0;
 		for (k = 0; k < nm; k++) {
 			rfs_pb_comp_add(o[i].comp, mt[k], 1.0f);
-			ti->srcmask |= 1u << tm->src_of[model_idx[k]];
+			ti->srcmask |= 1u << (model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src);
 		}
 		ret = resolve_params(b, r, tm, t->name, model_idx, nm, mc);
 		ti->how = RFS_HOW_MERGED;

@@ -41,7 +41,7 @@ struct rfs_mcomp {
 	pthread_mutex_t lk;
 	int ready;                 /* atomic */
 	float hi[RFS_RECIPE_MAX_MODELS], lo[RFS_RECIPE_MAX_MODELS]; /* kept: lo <= |d| (< hi) */
-	int hi_on[RFS_RECIPE_MAX_MODELS];
+	int hi_on[RFS_RECIPE_MAX_MODELS], lo_on[RFS_RECIPE_MAX_MODELS];
 	float l1_scale[RFS_RECIPE_MAX_MODELS]; /* dare: sum|d| / sum|kept| */
 	float s0, s1;              /* slerp coefficients */
 	int lerp;                  /* slerp: |cos| > 0.9995: a plain lerp */

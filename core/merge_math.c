@@ -92,6 +92,21 @@ static enum rfs_code chunk_load(const struct rfs_comp *c, struct chunk *k, uint6
 	return 0;
 }
 
+/* Asks every operand's elements [@e0, @e1) at once: remote ones are
+ * fetched together (bsrc.h). */
+static void want_range(const struct rfs_comp *c, uint64_t e0, uint64_t e1)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nops; i++) {
+		const struct rfs_operand *o = &c->ops[i];
+		size_t isz = rfs_kdt_size(o->dtype);
+
+		if (o->numel > e0)
+			rfs_bsrc_want(o->src, o->off + e0 * isz, ((o->numel < e1 ? o->numel : e1) - e0) * isz);
+	}
+}
+
 /* ---- per-tensor numbers ---------------------------------------------------- */
 
 /* Model @m's delta at element @j of chunk @k, in the compute dtype. */
@@ -179,8 +194,13 @@ static enum rfs_code l1_sums(const struct rfs_comp *c, struct chunk *k, struct r
 					kept[m] += a;
 			}
 	}
-	for (m = 0; !ret && m < mc->nmodels; m++)
-		mc->l1_scale[m] = kept[m] > 0 ? (float)(all[m] / kept[m]) : 1.0f;
+	/* rescaled_masked_tensor: before = r(sum|d|), after = r(sum|kept|); either
+	 * below 1e-7: no rescale; else r(before / after) */
+	for (m = 0; !ret && m < mc->nmodels; m++) {
+		float before = rnd(mc->cdt, (float)all[m]), after = rnd(mc->cdt, (float)kept[m]);
+
+		mc->l1_scale[m] = before < 1e-7f || after < 1e-7f ? 1.0f : rnd(mc->cdt, before / after);
+	}
 	return ret;
 }
 
@@ -257,16 +277,20 @@ static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
 		break;
 	case RFS_MERGE_BREADCRUMBS:
 	case RFS_MERGE_BREADCRUMBS_TIES:
+		/* keep ascending ranks [bot, bot + target) of |d| */
 		for (m = 0; m < mc->nmodels && !ret; m++) {
-			uint64_t keep = (uint64_t)((double)c->numel * (double)mc->density[m]);
+			uint64_t target = (uint64_t)((double)c->numel * (double)mc->density[m]);
 			uint64_t top = (uint64_t)((double)c->numel * (double)mc->gamma[m]);
-			uint64_t bot = c->numel > keep + top ? c->numel - keep - top : 0;
+			uint64_t bot = c->numel > target + top ? c->numel - target - top : 0;
 			uint32_t key = 0;
 
+			if (mc->density[m] >= 1.0f || !target)
+				continue; /* unchanged, or nothing kept (sparse_delta) */
 			ret = select_rank(c, &k, m, bot, &key, err);
 			mc->lo[m] = rfs_bits_f32(key);
-			if (!ret && top) {
-				ret = select_rank(c, &k, m, c->numel - top, &key, err);
+			mc->lo_on[m] = 1;
+			if (!ret && bot + target < c->numel) {
+				ret = select_rank(c, &k, m, bot + target, &key, err);
 				mc->hi[m] = rfs_bits_f32(key);
 				mc->hi_on[m] = 1;
 			}
@@ -308,7 +332,8 @@ static int dare_keep(const struct rfs_mcomp *mc, unsigned m, uint64_t j)
 	uint64_t h = mix64(mix64(mix64(mc->seed ^ 0x5245534944465321ull) ^ mc->name_hash) ^ m) ^ j;
 	float u = (float)(mix64(h) >> 40) * 0x1p-24f;
 
-	return u < mc->density[m];
+	/* a bf16 tensor holds the probability rounded to bf16, as torch's does */
+	return u < rnd(mc->cdt, mc->density[m]);
 }
 
 /* Model @m's sparsified delta at element @j (absolute index @gj). */
@@ -324,6 +349,10 @@ static inline float sparse_delta(const struct rfs_mcomp *mc, unsigned m, float d
 		return a >= mc->lo[m] ? d : 0.0f;
 	case RFS_MERGE_BREADCRUMBS:
 	case RFS_MERGE_BREADCRUMBS_TIES:
+		if (mc->density[m] >= 1.0f)
+			return d;
+		if (!mc->lo_on[m])
+			return 0.0f; /* int(density * numel) == 0: nothing kept */
 		a = rfs_bits_f32(mag_key(d));
 		return a >= mc->lo[m] && (!mc->hi_on[m] || a < mc->hi[m]) ? d : 0.0f;
 	case RFS_MERGE_DARE_TIES:
@@ -354,7 +383,7 @@ static float task_element(const struct rfs_mcomp *mc, const struct chunk *k, siz
 		for (m = 0; m < mc->nmodels; m++)
 			sum += wd[m];
 		sum = rnd(t, sum);
-		plus = !(sum < 0.0f); /* sign(sum) >= 0 counts as + */
+		plus = sum >= 0.0f; /* 0 counts as +, NaN as - */
 		for (m = 0; m < mc->nmodels; m++)
 			if (plus ? wd[m] > 0.0f : wd[m] < 0.0f) {
 				mixed += wd[m];
@@ -369,11 +398,13 @@ static float task_element(const struct rfs_mcomp *mc, const struct chunk *k, siz
 		}
 		mixed = rnd(t, mixed);
 		div = rnd(t, div);
+		if (fabsf(div) < 1e-8f)
+			div = 1.0f;
 	}
 	if (mc->normalize)
 		mixed = rnd(t, mixed / (div == 0.0f ? 1.0f : div));
-	if (mc->lambda != 1.0f)
-		mixed = rnd(t, mixed * rnd(t, mc->lambda));
+	if (mc->lambda != 1.0f) /* a Python scalar: float32, not rounded to the dtype */
+		mixed = rnd(t, mixed * mc->lambda);
 	return rnd(t, b + mixed);
 }
 
@@ -383,10 +414,10 @@ static float linear_element(const struct rfs_mcomp *mc, const struct chunk *k, s
 	unsigned m;
 
 	for (m = 0; m < mc->nmodels; m++) {
-		r = fmaf(k->v[m][j], mc->w[m], r);
+		r = fmaf(k->v[m][j], mc->w[m], r); /* torch's addcmul_ on the CPU */
 		div += mc->w[m];
 	}
-	return mc->normalize ? r / div : r;
+	return rnd(mc->cdt, mc->normalize ? r / div : r);
 }
 
 static float slerp_element(const struct rfs_mcomp *mc, const struct chunk *k, size_t j)
@@ -394,8 +425,8 @@ static float slerp_element(const struct rfs_mcomp *mc, const struct chunk *k, si
 	float x = k->v[0][j], y = k->v[1][j];
 
 	if (mc->lerp)
-		return (1.0f - mc->t) * x + mc->t * y;
-	return mc->s0 * x + mc->s1 * y;
+		return rnd(mc->cdt, (1.0f - mc->t) * x + mc->t * y);
+	return rnd(mc->cdt, mc->s0 * x + mc->s1 * y);
 }
 
 enum rfs_code rfs_merge_compute(const struct rfs_comp *c, void *dstv, uint64_t a, uint64_t len,
@@ -419,6 +450,7 @@ enum rfs_code rfs_merge_compute(const struct rfs_comp *c, void *dstv, uint64_t a
 		ret = rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
 		goto out;
 	}
+	want_range(c, e0, e1);
 	for (pos = e0; pos < e1 && !ret; pos += CHUNK) {
 		size_t n = e1 - pos < CHUNK ? (size_t)(e1 - pos) : CHUNK, j;
 		uint64_t from = pos * osz < a ? a - pos * osz : 0;

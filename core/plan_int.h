@@ -70,6 +70,7 @@ struct rfs_tinfo {
 	unsigned nterms;      /* sources feeding it */
 	unsigned srcmask;     /* which: bit k for the SPEC's term k */
 	uint64_t grown_rows;  /* rows beyond the base (vocabulary growth) */
+	const struct rfs_comp *comp; /* a recipe's merged tensor (its parameters), or NULL */
 };
 
 struct rfs_plan {

@@ -722,8 +722,13 @@ static ssize_t vfile_read(const struct rfs_vfile *vf, void *buf, size_t len, uin
 			}
 			if (!ret && b) /* unmappable: keep the batch's order simple */
 				ret = batch_run_timed(b, be, err, &ns);
-			if (!ret)
+			if (!ret) {
+				uint64_t t0 = now_ns();
+
 				ret = rfs_comp_compute(s->comp, dst + done, in, n, rd, err);
+				if (!ret && cache)
+					rfs_cache_count_computed(cache, n, now_ns() - t0);
+			}
 			break;
 		}
 		done += n;

@@ -673,7 +673,9 @@ double rfs_rval_at(const struct rfs_rval *v, long layer, long nlayers)
 		return v->num;
 	if (v->ngrad == 1)
 		return v->grad[0];
-	t = layer < 0 || nlayers <= 1 ? 0.0 : (double)layer / (double)(nlayers - 1);
+	/* mergekit: t = i/(L-1) over the layers, 1 with a single layer, 0
+	 * outside the layers (embeddings, final norm, lm_head) */
+	t = layer < 0 ? 0.0 : nlayers <= 1 ? 1.0 : (double)layer / (double)(nlayers - 1);
 	scaled = t * (double)(v->ngrad - 1);
 	i0 = (size_t)scaled;
 	if (i0 > v->ngrad - 1)

@@ -1387,11 +1387,64 @@ static int run_command(struct cli *c, const char *argv0)
 	die_usage("unknown command '%s'", c->cmd);
 }
 
+/*
+ * Invoked as /sbin/mount.residfs (a link installed by meson install) for
+ * `mount -t residfs` and fstab lines of type residfs: mount(8) runs
+ * "mount.residfs SPEC MP [-sfnv] [-N NS] [-o OPTS] [-t TYPE]".  The
+ * arguments become "residfs SPEC MP -o OPTS" (the form mount.fuse3 runs);
+ * -n, -s, -v and -t mean nothing here, -f (fake) checks and exits 0.
+ */
+static int mount_helper(int argc, char **argv, int *fake, char ***out)
+{
+	char **v = calloc((size_t)argc + 2, sizeof(*v));
+	int i, n = 0;
+
+	if (!v)
+		return -1;
+	v[n++] = argv[0];
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-o") || !strcmp(a, "-t") || !strcmp(a, "-N")) {
+			if (i + 1 >= argc)
+				die_usage("%s needs a value", a);
+			if (!strcmp(a, "-N"))
+				die_usage("-N (another mount namespace) is not supported");
+			if (!strcmp(a, "-o")) {
+				v[n++] = argv[i];
+				v[n++] = argv[i + 1];
+			}
+			i++;
+		} else if (a[0] == '-' && a[1] && strspn(a + 1, "sfnv") == strlen(a + 1)) {
+			if (strchr(a, 'f'))
+				*fake = 1;
+		} else {
+			v[n++] = argv[i];
+		}
+	}
+	*out = v;
+	return n;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c = { 0 };
-	int ret;
+	char **hv = NULL;
+	const char *me = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	int ret, fake = 0;
 
+	if (!strncmp(me, "mount.", 6)) {
+		argc = mount_helper(argc, argv, &fake, &hv);
+		if (argc < 0) {
+			fprintf(stderr, "residfs: error: out of memory\n");
+			return 1;
+		}
+		argv = hv;
+		if (argc != 3 && (argc < 5 || strcmp(argv[3], "-o"))) {
+			free(hv);
+			die_usage("usage: %s SPEC MOUNTPOINT [-o OPTIONS]", me);
+		}
+	}
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "help")) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);
@@ -1407,8 +1460,8 @@ int main(int argc, char **argv)
 	}
 	rfs_http_global_init(); /* before any thread */
 	c.cmd = argv[1];
-	if (!is_command(argv[1]) && argv[1][0] != '-' &&
-	    (strpbrk(argv[1], "/+-:") || !access(argv[1], F_OK))) {
+	if (hv || (!is_command(argv[1]) && argv[1][0] != '-' &&
+		   (strpbrk(argv[1], "/+-:") || !access(argv[1], F_OK)))) {
 		/* mount.fuse3 (mount -t fuse.residfs, fstab) runs "residfs SPEC MP -o OPTS" */
 		c.cmd = "mount";
 		c.helper = 1;
@@ -1416,7 +1469,18 @@ int main(int argc, char **argv)
 	}
 	parse_args(argc, argv, &c);
 	raise_nofile();
-	ret = run_command(&c, argv[0]);
+	if (fake) { /* mount -f: check everything, mount nothing */
+		struct rfs_plan *plan = NULL;
+		const char *mp;
+
+		ret = make_plan(&c, 1, &mp, &plan);
+		if (!ret)
+			ret = check_mountpoint(mp);
+		rfs_plan_free(plan);
+	} else {
+		ret = run_command(&c, argv[0]);
+	}
 	free(c.fuse_opts);
+	free(hv);
 	return ret;
 }

@@ -31,6 +31,9 @@ FOREIGN = {
     "-t": "mount -t fuse.residfs, mount(8)'s file system type",
     "-n": "ulimit -n, the limit of open files (cli.md)",
     "-Hn": "ulimit -Hn, its hard limit (cli.md)",
+    "-sfnv": "mount(8)'s helper flags, as mount.residfs takes them",
+    "-s": "mount(8)'s helper flag (sloppy), taken by mount.residfs",
+    "-v": "mount(8)'s helper flag (verbose), taken by mount.residfs",
 }
 # residfs's own options that --help does not list (it is their output): checked below
 # to exist by running them.

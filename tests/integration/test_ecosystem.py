@@ -197,6 +197,44 @@ echo DONE
     assert not H.is_mounted(mp)
 
 
+def test_mount_t_residfs_runs_mount_residfs(pair, llama, tmp_path):
+    """mount -t residfs (and an fstab line of type residfs) runs /sbin/mount.residfs, the
+    link meson installs: mount(8)'s -n and -t are taken, the files equal the export,
+    `mount -f` checks without mounting, and a missing source fails mount(8) with
+    residfs's message."""
+    need_fuse()
+    spec, want = pair
+    mp = str(tmp_path / "mnt-r")
+    os.makedirs(mp)
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    for n in os.listdir("/usr/sbin"):
+        os.symlink(os.path.join("/usr/sbin", n), sbin / n)
+    os.symlink(os.path.abspath(H.residfs_bin()), sbin / "mount.residfs")
+    bad = f"{llama.base.path}+{tmp_path}/no-such-residuals"
+    fstab = tmp_path / "fstab-r"
+    fstab.write_text(f"{spec} {mp} residfs ro,cache_size=40M,nofail 0 0\n")
+    r = _in_namespace(tmp_path, f"""
+mount --bind {sbin} /usr/sbin
+trap 'umount -l {mp} 2>/dev/null || true' EXIT
+mount -f -t residfs '{spec}' {mp} && echo FAKE-OK
+if grep -q " {mp} " /proc/self/mounts; then echo FAKE-MOUNTED; fi
+if mount -t residfs '{bad}' {mp} 2>&1; then echo BAD-MOUNTED; fi
+mount -T {fstab} {mp}
+for f in {mp}/*; do echo "SUM $(sha256sum "$f")"; done
+echo "STATS $(residfs stats {mp} --json)"
+umount {mp}
+echo DONE
+""")
+    assert r.returncode == 0 and "DONE" in r.stdout, (r.stdout, r.stderr)
+    assert "FAKE-OK" in r.stdout and "FAKE-MOUNTED" not in r.stdout, r.stdout
+    assert "BAD-MOUNTED" not in r.stdout and "no-such-residuals" in r.stdout, r.stdout
+    assert _parse_sums(r.stdout, mp) == _sums(want)
+    js = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("STATS ")][0][6:])
+    assert js["cache_budget"] == 40 << 20, js
+    assert not H.is_mounted(mp)
+
+
 # ---- systemd: Type=notify and a clean stop --------------------------------------------
 
 def test_foreground_notifies_systemd_and_stops_cleanly(pair, tmp_path):
