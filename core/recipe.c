@@ -94,21 +94,22 @@ static int is_null(const yaml_node_t *n)
 	       (!*s || !strcmp(s, "~") || !strcasecmp(s, "null"));
 }
 
-/* YAML 1.1 booleans, as PyYAML reads them. */
+/* YAML 1.1 booleans, exactly as PyYAML reads them (plain scalars only). */
 static int parse_bool(const yaml_node_t *n, double *out)
 {
-	static const char *const yes[] = { "true", "yes", "on", "y" }, *const no[] = { "false", "no", "off", "n" };
+	static const char *const yes[] = { "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON" };
+	static const char *const no[] = { "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF" };
 	const char *s = scalar(n);
 	size_t i;
 
 	if (!s || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
 		return -1;
-	for (i = 0; i < 4; i++) {
-		if (!strcasecmp(s, yes[i])) {
+	for (i = 0; i < sizeof(yes) / sizeof(*yes); i++) {
+		if (!strcmp(s, yes[i])) {
 			*out = 1;
 			return 0;
 		}
-		if (!strcasecmp(s, no[i])) {
+		if (!strcmp(s, no[i])) {
 			*out = 0;
 			return 0;
 		}
@@ -125,9 +126,12 @@ static int parse_num(const yaml_node_t *n, double *out)
 
 	if (!s || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || !*s)
 		return parse_bool(n, out);
+	/* decimal only: strtod's hexadecimal and inf/nan forms are not numbers here */
+	if (strpbrk(s, "xXpP") || strpbrk(s, "iInN"))
+		return parse_bool(n, out);
 	errno = 0;
 	v = strtod(s, &end);
-	if (*end || errno == ERANGE || !isfinite(v) || (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')))
+	if (*end || errno == ERANGE || !isfinite(v))
 		return parse_bool(n, out);
 	*out = v;
 	return 0;
@@ -181,8 +185,13 @@ static yaml_node_t *get(struct rp *p, yaml_node_t *n, const char *key, int *bad)
 			*bad = 1;
 			return NULL;
 		}
-		if (scalar(k) && !strcmp(scalar(k), key))
-			return node(p, pr->value);
+		if (scalar(k) && !strcmp(scalar(k), key)) {
+			yaml_node_t *v = node(p, pr->value);
+
+			if (!v)
+				*bad = 1;
+			return v;
+		}
 	}
 	return NULL;
 }
@@ -207,6 +216,20 @@ static int check_keys(struct rp *p, yaml_node_t *n, const char *where, const cha
 			;
 		if (i == nknown)
 			return rfs_errf(p->err, RFS_E_SPEC, "%s: %s: unknown key '%s'", p->path, where, s);
+		{
+			/* YAML readers differ on a repeated key (PyYAML keeps the last) */
+			yaml_node_pair_t *q;
+
+			for (q = n->data.mapping.pairs.start; q < pr; q++) {
+				const char *o = scalar(node(p, q->key));
+
+				if (p->visits > MAX_VISITS)
+					return too_big(p);
+				if (o && !strcmp(o, s))
+					return rfs_errf(p->err, RFS_E_SPEC, "%s: %s: '%s' given twice", p->path,
+							where, s);
+			}
+		}
 	}
 	return 0;
 }
@@ -307,6 +330,8 @@ static int parse_params(struct rp *p, yaml_node_t *n, const char *where, struct 
 		struct rfs_rparam *q = &out->p[out->n];
 		size_t i;
 
+		if (!k)
+			return too_big(p);
 		for (i = 0; i < out->n; i++)
 			if (!strcmp(out->p[i].name, k))
 				return rfs_errf(p->err, RFS_E_SPEC, "%s: %s: '%s' given twice", p->path, where, k);
@@ -540,6 +565,8 @@ static int parse_doc(struct rp *p, struct rfs_recipe *r)
 	if ((ret = get_str(p, root, "chat_template", "", &r->chat_template)))
 		return ret;
 	n = get(p, root, "random_seed", &bad);
+	if (bad)
+		return too_big(p);
 	if (n && !is_null(n)) {
 		const char *t = scalar(n);
 		char *end;
@@ -612,9 +639,13 @@ enum rfs_code rfs_recipe_parse(const char *text, size_t len, const char *path,
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory");
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&parser, &doc)) {
-		ret = rfs_errf(err, RFS_E_SPEC, "%s:%zu:%zu: not valid YAML: %s", path,
-			       parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-			       parser.problem ? parser.problem : "error");
+		if (parser.error == YAML_READER_ERROR) /* no line yet: the byte */
+			ret = rfs_errf(err, RFS_E_SPEC, "%s: not valid YAML at byte %zu: %s", path,
+				       parser.problem_offset, parser.problem ? parser.problem : "error");
+		else
+			ret = rfs_errf(err, RFS_E_SPEC, "%s:%zu:%zu: not valid YAML: %s", path,
+				       parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+				       parser.problem ? parser.problem : "error");
 		yaml_parser_delete(&parser);
 		return ret;
 	}

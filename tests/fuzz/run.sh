@@ -11,7 +11,8 @@
 #               unless -n is given)
 #   -n RUNS     run each target for this many executions (with -t too: at
 #               most that long)
-#   TARGET      fuzz_st, fuzz_spec, fuzz_index, fuzz_config, fuzz_hub, fuzz_s3list
+#   TARGET      fuzz_st, fuzz_spec, fuzz_index, fuzz_config, fuzz_hub, fuzz_s3list,
+#               fuzz_recipe
 #               (default: all)
 # Environment:
 #   FUZZ_BUILD     build directory (default: build-fuzz)
@@ -80,6 +81,7 @@ for t in "${targets[@]}"; do
 	# inputs only cost time (the split search is quadratic in the operators)
 	fuzz_spec) args+=(-dict=tests/fuzz/spec.dict -max_len=256) ;;
 	fuzz_s3list) args+=(-dict=tests/fuzz/xml.dict) ;;
+	fuzz_recipe) args+=(-dict=tests/fuzz/yaml.dict) ;;
 	*) args+=(-dict=tests/fuzz/json.dict) ;;
 	esac
 	[ -n "$runs" ] && args+=("-runs=$runs")
