@@ -262,6 +262,59 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 	return ret;
 }
 
+/* 1 when the byte sources @a and @b hold the same bytes (0 on a read error). */
+static int same_bytes(struct rfs_bsrc *a, struct rfs_bsrc *b)
+{
+	char *x = malloc(1 << 16), *y = malloc(1 << 16);
+	uint64_t off;
+	int same = a->size == b->size && x && y;
+
+	for (off = 0; same && off < a->size; off += 1 << 16) {
+		size_t n = a->size - off < (1 << 16) ? (size_t)(a->size - off) : 1 << 16;
+
+		same = !rfs_bsrc_pread(a, x, n, off, NULL) && !rfs_bsrc_pread(b, y, n, off, NULL) &&
+		       !memcmp(x, y, n);
+	}
+	free(x);
+	free(y);
+	return same;
+}
+
+/*
+ * tokenizer_source (base or union) makes mergekit align each model's rows
+ * of the vocabulary tensors by token string.  residfs does not permute rows
+ * yet: it takes the recipe only when every model's tokenizer.json is the
+ * base's byte for byte, where that alignment changes nothing.
+ */
+static int check_vocabularies(struct rfs_build *b)
+{
+	struct rfs_plan *p = b->p;
+	struct rfs_bsrc *bt = NULL, *mt;
+	struct rfs_err e = { 0 };
+	size_t i;
+	int ret = 0;
+
+	if (p->src[0]->td->ops->open(p->src[0]->td, "tokenizer.json", &bt, &e))
+		return rfs_errf(b->err, RFS_E_SPEC,
+				"%s: tokenizer_source: %s has no tokenizer.json to align the vocabularies by (%s)",
+				p->recipe->path, p->src[0]->dir, e.msg);
+	for (i = 1; i < p->nsrc && !ret; i++) {
+		mt = NULL;
+		if (p->src[i]->td->ops->open(p->src[i]->td, "tokenizer.json", &mt, &e))
+			ret = rfs_errf(b->err, RFS_E_SPEC,
+				       "%s: tokenizer_source: %s has no tokenizer.json to align the vocabularies by (%s)",
+				       p->recipe->path, p->src[i]->dir, e.msg);
+		else if (!same_bytes(bt, mt))
+			ret = rfs_errf(b->err, RFS_E_SPEC,
+				       "%s: tokenizer_source: the tokenizer of %s differs from the base's (%s): aligning the vocabularies "
+				       "by token is not supported yet; residfs merges models whose tokenizer.json is the base's",
+				       p->recipe->path, p->src[i]->dir, p->src[0]->dir);
+		rfs_bsrc_close(mt);
+	}
+	rfs_bsrc_close(bt);
+	return ret;
+}
+
 /* mergekit_config.yml: the recipe as given. */
 static int add_recipe_file(struct rfs_build *b)
 {
@@ -319,6 +372,8 @@ int rfs_pb_merge(struct rfs_build *b)
 			return rfs_errf(b->err, RFS_E_SPEC, "%s: %s needs at least one model besides the base_model",
 					r->path, rfs_merge_method_name(r->method));
 	}
+	if (r->tokenizer_given && (ret = check_vocabularies(b)))
+		return ret;
 	if (r->out_dtype >= 0 || r->dtype >= 0)
 		p->opts.out_dtype = r->out_dtype >= 0 ? r->out_dtype : r->dtype;
 	for (i = 0; i < lay->nfiles && !ret; i++)

@@ -123,48 +123,69 @@ static inline uint32_t mag_key(float x)
 	return u > 0x7F800000u ? 0x7FC00000u : u;
 }
 
+/* One order statistic asked of a tensor: model @m's |delta| at ascending
+ * rank @rank (0-based), found into *@out. */
+struct rank_q {
+	unsigned m;
+	uint64_t rank;
+	float *out;
+};
+
 /*
- * The key of model @m's |delta| at ascending rank @rank (0-based) of the
- * @numel elements: two histogram passes over the tensor.
+ * Answers @nq order statistics of the tensor's |delta|s at once: two
+ * passes over the tensor, each reading every operand once, with a
+ * 65536-bucket histogram per question (first the high 16 bits of the
+ * float32 pattern, then the low 16 within the bucket found).
  */
-static enum rfs_code select_rank(const struct rfs_comp *c, struct chunk *k, unsigned m, uint64_t rank,
-				 uint32_t *key, struct rfs_err *err)
+static enum rfs_code select_ranks(const struct rfs_comp *c, struct chunk *k, struct rank_q *q, unsigned nq,
+				  struct rfs_err *err)
 {
-	uint64_t *h = calloc(65536, sizeof(*h)), below = 0, pos;
-	uint32_t hi = 0;
-	unsigned pass, i;
+	uint64_t *h, below[2 * RFS_RECIPE_MAX_MODELS], pos;
+	uint32_t hi[2 * RFS_RECIPE_MAX_MODELS] = { 0 };
+	unsigned pass, i, x;
 	int ret = 0;
 
+	if (!nq)
+		return 0;
+	h = malloc((size_t)nq * 65536 * sizeof(*h));
 	if (!h)
 		return rfs_errf(err, RFS_E_NOMEM, "out of memory computing '%s'", c->name);
 	for (pass = 0; pass < 2 && !ret; pass++) {
-		memset(h, 0, 65536 * sizeof(*h));
+		memset(h, 0, (size_t)nq * 65536 * sizeof(*h));
 		for (pos = 0; pos < c->numel && !ret; pos += CHUNK) {
 			size_t n = c->numel - pos < CHUNK ? (size_t)(c->numel - pos) : CHUNK, j;
 
 			ret = chunk_load(c, k, pos, n, err);
-			for (j = 0; !ret && j < n; j++) {
-				uint32_t u = mag_key(delta(c->merge, k, m, j));
+			for (x = 0; !ret && x < nq; x++) {
+				uint64_t *hx = h + (size_t)x * 65536;
 
-				if (!pass)
-					h[u >> 16]++;
-				else if ((u >> 16) == hi)
-					h[u & 0xFFFF]++;
+				for (j = 0; j < n; j++) {
+					uint32_t u = mag_key(delta(c->merge, k, q[x].m, j));
+
+					if (!pass)
+						hx[u >> 16]++;
+					else if ((u >> 16) == hi[x])
+						hx[u & 0xFFFF]++;
+				}
 			}
 		}
-		if (ret)
-			break;
-		for (i = 0; i < 65536; i++) {
-			if (below + h[i] > rank)
-				break;
-			below += h[i];
+		for (x = 0; !ret && x < nq; x++) {
+			uint64_t *hx = h + (size_t)x * 65536;
+
+			if (!pass)
+				below[x] = 0;
+			for (i = 0; i < 65536; i++) {
+				if (below[x] + hx[i] > q[x].rank)
+					break;
+				below[x] += hx[i];
+			}
+			if (i == 65536)
+				i = 65535;
+			if (!pass)
+				hi[x] = i;
+			else
+				*q[x].out = rfs_bits_f32(hi[x] << 16 | i);
 		}
-		if (i == 65536)
-			i = 65535;
-		if (!pass)
-			hi = i;
-		else
-			*key = hi << 16 | i;
 	}
 	free(h);
 	return ret;
@@ -245,8 +266,9 @@ static enum rfs_code slerp_coefs(const struct rfs_comp *c, struct chunk *k, stru
 static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
 {
 	struct rfs_mcomp *mc = c->merge;
+	struct rank_q q[2 * RFS_RECIPE_MAX_MODELS];
 	struct chunk k;
-	unsigned m;
+	unsigned m, nq = 0;
 	int ret = 0;
 
 	if (__atomic_load_n(&mc->ready, __ATOMIC_ACQUIRE))
@@ -263,38 +285,34 @@ static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
 	}
 	switch (mc->method) {
 	case RFS_MERGE_TIES:
-		for (m = 0; m < mc->nmodels && !ret; m++) {
-			/* the k largest: rank numel - k ascending */
+		for (m = 0; m < mc->nmodels; m++) {
+			/* the k largest: ascending rank numel - k */
 			double want = (double)mc->density[m] * (double)c->numel;
 			uint64_t kk = want < 1 ? 1 : (uint64_t)want;
-			uint32_t key = 0;
 
-			if (kk >= c->numel)
-				continue; /* density 1: everything */
-			ret = select_rank(c, &k, m, c->numel - kk, &key, err);
-			mc->lo[m] = rfs_bits_f32(key);
+			if (kk < c->numel) /* else density 1: everything */
+				q[nq++] = (struct rank_q){ m, c->numel - kk, &mc->lo[m] };
 		}
+		ret = select_ranks(c, &k, q, nq, err);
 		break;
 	case RFS_MERGE_BREADCRUMBS:
 	case RFS_MERGE_BREADCRUMBS_TIES:
 		/* keep ascending ranks [bot, bot + target) of |d| */
-		for (m = 0; m < mc->nmodels && !ret; m++) {
+		for (m = 0; m < mc->nmodels; m++) {
 			uint64_t target = (uint64_t)((double)c->numel * (double)mc->density[m]);
 			uint64_t top = (uint64_t)((double)c->numel * (double)mc->gamma[m]);
 			uint64_t bot = c->numel > target + top ? c->numel - target - top : 0;
-			uint32_t key = 0;
 
 			if (mc->density[m] >= 1.0f || !target)
 				continue; /* unchanged, or nothing kept (sparse_delta) */
-			ret = select_rank(c, &k, m, bot, &key, err);
-			mc->lo[m] = rfs_bits_f32(key);
 			mc->lo_on[m] = 1;
-			if (!ret && bot + target < c->numel) {
-				ret = select_rank(c, &k, m, bot + target, &key, err);
-				mc->hi[m] = rfs_bits_f32(key);
+			q[nq++] = (struct rank_q){ m, bot, &mc->lo[m] };
+			if (bot + target < c->numel) {
 				mc->hi_on[m] = 1;
+				q[nq++] = (struct rank_q){ m, bot + target, &mc->hi[m] };
 			}
 		}
+		ret = select_ranks(c, &k, q, nq, err);
 		break;
 	case RFS_MERGE_DARE_TIES:
 	case RFS_MERGE_DARE_LINEAR:

@@ -549,6 +549,7 @@ static int parse_doc(struct rp *p, struct rfs_recipe *r)
 	if ((ret = get_str(p, root, "tokenizer_source", "", &s)))
 		return ret;
 	if (s) {
+		r->tokenizer_given = 1;
 		if (!strcmp(s, "union"))
 			r->tokenizer_union = 1;
 		else if (strcmp(s, "base")) {

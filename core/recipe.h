@@ -79,6 +79,7 @@ struct rfs_recipe {
 	int dtype;                 /* enum rfs_dtype of the arithmetic, -1: not given */
 	int out_dtype;             /* enum rfs_dtype written, -1: not given */
 	int tokenizer_union;       /* tokenizer_source: union (else base) */
+	int tokenizer_given;       /* tokenizer_source was given: rows are aligned by token */
 	char *chat_template;       /* NULL: the tokenizer source's */
 	int has_seed;
 	uint64_t random_seed;

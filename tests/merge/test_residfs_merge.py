@@ -414,6 +414,8 @@ def test_bad_recipes_refused(zoo, tmp_path, binary):
     assert r.returncode == 0, r
     refuse(tmp_path, f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
            f"  - model: {res}\n    parameters: {{weight: 1}}\n", "residuals directory", str(res))
+    # aligning vocabularies by token is not done yet: refused, never rows mixed up
+    refuse(tmp_path, M.recipe("union", zoo), "tokenizer_source", zoo["vocab_bf16"], "differs from the base's")
     # a LoRA reference
     refuse(tmp_path, f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
            f"  - model: {ft1}+some/lora\n    parameters: {{weight: 1}}\n", "LoRA")

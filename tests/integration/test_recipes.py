@@ -1,0 +1,289 @@
+"""mergekit recipes (`--config`) against a numpy reference of docs/merges.md's arithmetic.
+
+tests/merge compares residfs with mergekit itself; these tests need only numpy, so the
+sanitizer builds run them too (tests/sanitize.sh): the merge arithmetic, the
+whole-tensor numbers computed once under a lock while other threads read the same
+tensor, and the plan of a recipe (files, refusals).
+"""
+import json
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+
+import rfshelp as H
+from conftest import export
+
+F32 = np.float32
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A bf16 base (2 shards), two fine-tunes (1 shard each) and an f32 pair."""
+    root = str(tmp_path_factory.mktemp("recipes"))
+    rng = np.random.default_rng(77)
+    V, Hd, I, KV = 512, 64, 128, 32
+    cfg = H.llama_config(V, Hd, I, LAYERS, KV, False, "BF16")
+    bt = H.random_weights(rng, "BF16", H.llama_shapes(V, Hd, I, LAYERS, KV, False))
+    z = {"base": H.write_model(os.path.join(root, "base"), bt, cfg, nshards=2, flavour="base").path}
+    for name, sc in (("m1", 0.01), ("m2", 0.02)):
+        mt = {n: H.T.from_f32("BF16", t.shape, t.f32() + rng.normal(0, sc, t.numel).astype(F32))
+              for n, t in bt.items()}
+        z[name] = H.write_model(os.path.join(root, name), mt, cfg, nshards=1, flavour="base").path
+    z["root"] = root
+    return z
+
+
+def load(d):
+    from safetensors.numpy import load_file
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            out.update(load_file(os.path.join(d, f)))
+    return out
+
+
+def f32(a):
+    return H.bf16_to_f32(a.view(np.uint16)).ravel() if a.dtype == np.uint16 or str(a.dtype) == "bfloat16" \
+        else np.asarray(a, F32).ravel()
+
+
+def write(tmp_path, text, name="r.yml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def recipe(zoo, method, p1, p2, extra=""):
+    return (f"merge_method: {method}\nbase_model: {zoo['base']}\nmodels:\n"
+            f"  - model: {zoo['m1']}\n    parameters: {p1}\n"
+            f"  - model: {zoo['m2']}\n    parameters: {p2}\n" + extra)
+
+
+def merged(tmp_path, text, mounter=None):
+    cfg = write(tmp_path, text)
+    if mounter:
+        return load(mounter.mount("--config", cfg)), cfg
+    out = str(tmp_path / "out")
+    export(["--config", cfg], out)
+    return load(out), cfg
+
+
+def layer_w(name, grad):
+    m = re.search(r"layers\.(\d+)\.", name)
+    t = int(m.group(1)) / (LAYERS - 1) if m else 0.0
+    s = t * (len(grad) - 1)
+    i0 = int(s)
+    return (1 - (s - i0)) * grad[i0] + (s - i0) * grad[min(len(grad) - 1, i0 + 1)]
+
+
+def test_task_arithmetic_f32(zoo, tmp_path, mounter):
+    text = recipe(zoo, "task_arithmetic", "{weight: 0.7}", "{weight: [0.2, 0.5]}",
+                  "dtype: float32\nout_dtype: bfloat16\n")
+    got, _ = merged(tmp_path, text, mounter)
+    b, m1, m2 = load(zoo["base"]), load(zoo["m1"]), load(zoo["m2"])
+    for n in b:
+        bb, x1, x2 = f32(b[n]), f32(m1[n]), f32(m2[n])
+        w2 = F32(layer_w(n, [0.2, 0.5]))
+        want = H.f32_to_bf16((bb + (F32(0.7) * (x1 - bb) + w2 * (x2 - bb))).astype(F32))
+        assert (got[n].view(np.uint16).ravel() == want).all(), n
+
+
+def _ties_like(method, b, xs, ws, ds, gamma=0.01, normalize=None):
+    """docs/merges.md's ties/breadcrumbs in float32, every element tied at a threshold kept."""
+    n = b.size
+    wds = []
+    for x, w, dens in zip(xs, ws, ds):
+        d = (x - b).astype(F32)
+        a = np.abs(d)
+        s = np.sort(a)
+        if method.startswith("ties"):
+            keep = a >= s[n - max(1, int(dens * n))]
+        else:
+            target, top = int(n * dens), int(n * gamma)
+            bot = max(n - target - top, 0)
+            keep = a >= s[bot]
+            if bot + target < n:
+                keep &= a < s[bot + target]
+        wds.append((F32(w) * np.where(keep, d, F32(0))).astype(F32))
+    consensus = method in ("ties", "breadcrumbs_ties")
+    if consensus:
+        tot = F32(0) + wds[0]
+        for wd in wds[1:]:
+            tot = (tot + wd).astype(F32)
+        plus = tot >= 0
+        mixed = np.zeros(n, F32)
+        div = np.zeros(n, F32)
+        for wd, w in zip(wds, ws):
+            k = np.where(plus, wd > 0, wd < 0)
+            mixed = (mixed + np.where(k, wd, F32(0))).astype(F32)
+            div = (div + np.where(k, F32(w), F32(0))).astype(F32)
+        div = np.where(div == 0, F32(1), div)
+    else:
+        mixed = np.zeros(n, F32)
+        for wd in wds:
+            mixed = (mixed + wd).astype(F32)
+        div = F32(sum(F32(w) for w in ws))
+    if normalize if normalize is not None else method == "ties":
+        mixed = (mixed / div).astype(F32)
+    return (b + mixed).astype(F32)
+
+
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs", "breadcrumbs_ties"])
+def test_sparsifying_methods(zoo, tmp_path, method):
+    text = recipe(zoo, method, "{weight: 0.7, density: 0.5, gamma: 0.05}", "{weight: 0.3, density: 0.3}",
+                  "dtype: float32\n")
+    got, _ = merged(tmp_path, text)
+    b, m1, m2 = load(zoo["base"]), load(zoo["m1"]), load(zoo["m2"])
+    for n in b:
+        want = _ties_like(method, f32(b[n]), [f32(m1[n]), f32(m2[n])], [0.7, 0.3], [0.5, 0.3],
+                          gamma=None or 0.01)
+        if method != "ties":
+            # per-model gamma: m1 0.05, m2 the default 0.01
+            bb = f32(b[n])
+            xs = [f32(m1[n]), f32(m2[n])]
+            want = _breadcrumbs_pm(method, bb, xs)
+        g = got[n].view(np.uint32).ravel()
+        assert (g == want.view(np.uint32)).all(), (n, int((g != want.view(np.uint32)).sum()))
+
+
+def _breadcrumbs_pm(method, b, xs):
+    n = b.size
+    wds = []
+    for x, w, dens, gamma in zip(xs, [0.7, 0.3], [0.5, 0.3], [0.05, 0.01]):
+        d = (x - b).astype(F32)
+        a = np.abs(d)
+        s = np.sort(a)
+        target, top = int(n * dens), int(n * gamma)
+        bot = max(n - target - top, 0)
+        keep = a >= s[bot]
+        if bot + target < n:
+            keep &= a < s[bot + target]
+        wds.append((F32(w) * np.where(keep, d, F32(0))).astype(F32))
+    if method == "breadcrumbs_ties":
+        tot = (wds[0] + wds[1]).astype(F32)
+        plus = tot >= 0
+        mixed = np.zeros(n, F32)
+        for wd in wds:
+            mixed = (mixed + np.where(np.where(plus, wd > 0, wd < 0), wd, F32(0))).astype(F32)
+    else:
+        mixed = (wds[0] + wds[1]).astype(F32)
+    return (b + mixed).astype(F32)
+
+
+def test_concurrent_first_reads(zoo, tmp_path, mounter):
+    """Many threads read a fresh ties mount at once: the whole-tensor numbers are computed
+    once per tensor while the others wait, and every read equals the export."""
+    text = recipe(zoo, "ties", "{weight: 0.5, density: 0.4}", "{weight: 0.5, density: 0.6}",
+                  "dtype: float32\nout_dtype: bfloat16\n")
+    cfg = write(tmp_path, text)
+    out = str(tmp_path / "exp")
+    export(["--config", cfg], out)
+    mp = mounter.mount("--config", cfg)
+    for f in sorted(os.listdir(out)):
+        if f.endswith(".safetensors"):
+            H.concurrent_preads(os.path.join(mp, f), H.read_file(os.path.join(out, f)), nthreads=8,
+                                per_thread=30)
+    errors = []
+
+    def whole(f):
+        try:
+            if H.read_file(os.path.join(mp, f)) != H.read_file(os.path.join(out, f)):
+                errors.append(f)
+        except OSError as e:
+            errors.append(f"{f}: {e}")
+    ts = [threading.Thread(target=whole, args=(f,)) for f in os.listdir(out) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+
+
+def test_dare_and_slerp_run_and_repeat(zoo, tmp_path, mounter):
+    """dare: the same bytes from the mount and the export (another process, another read
+    order); slerp: the formula of docs/merges.md, within one ulp (double sums)."""
+    text = recipe(zoo, "dare_ties", "{weight: 0.5, density: 0.5}", "{weight: 0.5, density: 0.7}",
+                  "random_seed: 7\n")
+    a, cfg = merged(tmp_path, text, mounter)
+    out = str(tmp_path / "dare-out")
+    export(["--config", cfg], out)
+    b = load(out)
+    assert all((a[n] == b[n]).all() for n in a)
+    s = (f"merge_method: slerp\nbase_model: {zoo['m1']}\nmodels:\n  - model: {zoo['m1']}\n"
+         f"  - model: {zoo['m2']}\nparameters:\n  t: 0.3\ndtype: float32\n")
+    got, _ = merged(tmp_path, s)
+    m1, m2 = load(zoo["m1"]), load(zoo["m2"])
+    exact = total = 0
+    for n in m1:
+        x, y, g = f32(m1[n]), f32(m2[n]), np.asarray(got[n], F32).ravel()
+        # docs/merges.md: norms and cosine over the tensor (in double here and in residfs)
+        na, nb = np.sqrt((x.astype(np.float64) ** 2).sum()), np.sqrt((y.astype(np.float64) ** 2).sum())
+        dot = (x.astype(np.float64) * y).sum() / (na * nb)
+        t = float(F32(0.3))  # mergekit takes t as a float32
+        if abs(dot) > 0.9995:
+            ca, cb = F32(1) - F32(t), F32(t)
+        else:
+            th = np.arccos(dot)
+            ca, cb = F32(np.sin((1 - t) * th) / np.sin(th)), F32(np.sin(t * th) / np.sin(th))
+        want = ((ca * x).astype(F32) + (cb * y).astype(F32)).astype(F32)
+        ulps = np.abs(g.view(np.int32).astype(np.int64) - want.view(np.int32))
+        assert ulps.max() <= 1, (n, int(ulps.max()))
+        exact += int((ulps == 0).sum())
+        total += g.size
+    assert exact >= total * 0.999, (exact, total)
+
+
+def test_recipe_files_and_inspect(zoo, tmp_path):
+    text = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "out_dtype: float16\n")
+    cfg = write(tmp_path, text)
+    r = H.run(["inspect", "--config", cfg, "--json"])
+    assert r.returncode == 0, r
+    js = json.loads(r.stdout)
+    assert js["mode"] == "merge" and js["merge_method"] == "task_arithmetic"
+    names = [f["name"] for f in js["files"]]
+    assert "mergekit_config.yml" in names and "README.md" in names and "config.json" in names
+    t = [x for x in js["tensors"] if x["name"] == "model.layers.1.mlp.up_proj.weight"][0]
+    assert t["dtype"] == "F16" and t["merge"]["weight"] == [0.5, 0.5], t
+    out = str(tmp_path / "o")
+    export(["--config", cfg], out)
+    assert open(os.path.join(out, "mergekit_config.yml")).read() == text
+    assert json.load(open(os.path.join(out, "config.json")))["torch_dtype"] == "float16"
+
+
+@pytest.mark.parametrize("text,names", [
+    ("merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n  - model: {m1}\n", ["models[0]", "no weight"]),
+    ("merge_method: slerp\nbase_model: {base}\nmodels:\n  - model: {m1}\n  - model: {m2}\nparameters: {{t: 0.5}}\n",
+     ["slerp merges exactly two models"]),
+    ("merge_method: ties\nbase_model: {base}\nmodels:\n  - model: {m1}\n    parameters: {{weight: 1, density: 0}}\n",
+     ["density", "outside (0, 1]"]),
+    ("merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n  - model: {root}/nope\n    parameters: {{weight: 1}}\n",
+     ["nope"]),
+])
+def test_bad_recipes(zoo, tmp_path, refuser, text, names):
+    cfg = write(tmp_path, text.format(**zoo))
+    refuser.refuse("--config", cfg, names=names)
+
+
+def test_tokenizer_source_with_one_vocabulary(zoo, tmp_path):
+    """tokenizer_source aligns rows by token; with the base's tokenizer everywhere that
+    changes nothing, and the merge is the plain one."""
+    plain = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "dtype: float32\n")
+    a, _ = merged(tmp_path, plain)
+    for src in ("base", "union"):
+        cfg = write(tmp_path, plain + f"tokenizer_source: {src}\n", f"{src}.yml")
+        out = str(tmp_path / f"out-{src}")
+        export(["--config", cfg], out)
+        b = load(out)
+        assert all((a[n] == b[n]).all() for n in a), src
+
+
+def test_config_and_spec_do_not_mix(zoo, tmp_path, refuser):
+    cfg = write(tmp_path, recipe(zoo, "task_arithmetic", "{weight: 1}", "{weight: 1}"))
+    r = H.run(["inspect", "--config", cfg, f"{zoo['base']}+{zoo['m1']}"])
+    assert r.returncode == 2 and "--config FILE: expected no other argument" in r.stderr, r
+    r = H.run(["inspect", f"{zoo['base']}+{zoo['m1']}", "--random-seed", "3"])
+    assert r.returncode == 2 and "--random-seed goes with --config" in r.stderr, r
