@@ -30,16 +30,20 @@ for f in kern kern_scalar; do
 done
 gcc -std=gnu11 -O2 -g "${san[@]}" -ffp-contract=off -D_GNU_SOURCE "${inc[@]}" \
 	-c tests/cuda/test_cuda.c -o "$out/test_cuda.o"
+# the CUDA layer logs its errors with core/log.c (with core/err.c, the bottom library)
+for f in core/log.c core/err.c; do
+	gcc -std=gnu11 -O2 -g "${san[@]}" -D_GNU_SOURCE -c "$f" -o "$out/$(basename "$f" .c).o"
+done
 g++ "${san[@]}" -o "$out/test_cuda_emu" "$out/test_cuda.o" "$out/kern_cuda_emu.o" \
-	"$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" -lpthread
+	"$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" "$out/log.o" "$out/err.o" -lxxhash -lpthread
 # the backend's fallback: an error injected mid-batch (tests/cuda/emu/test_fallback.c);
 # the backend reports with core/err.c, the error library below kernels/
-for f in kernels/backend.c tests/cuda/emu/test_fallback.c core/err.c; do
+for f in kernels/backend.c tests/cuda/emu/test_fallback.c; do
 	gcc -std=gnu11 -O2 -g "${san[@]}" -ffp-contract=off -D_GNU_SOURCE -DRFS_HAVE_CUDA=1 \
 		"${inc[@]}" -c "$f" -o "$out/$(basename "$f" .c).o"
 done
 g++ "${san[@]}" -o "$out/test_fallback" "$out/test_fallback.o" "$out/backend.o" "$out/err.o" \
-	"$out/kern_cuda_emu.o" "$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" -lpthread
+	"$out/log.o" "$out/kern_cuda_emu.o" "$out/fake.o" "$out/kern.o" "$out/kern_scalar.o" -lxxhash -lpthread
 "$out/test_cuda_emu"
 FAKE_FAIL_AT=3 "$out/test_fallback" cuda
 FAKE_FAIL_AT=3 "$out/test_fallback" auto

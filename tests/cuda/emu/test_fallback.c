@@ -192,9 +192,9 @@ int main(int argc, char **argv)
 		rfs_backend_free(be2);
 	}
 	fflush(stderr);
-	CHECK(count_lines(log, "residfs: CUDA error") == 1,
+	CHECK(count_lines(log, "residfs: error: CUDA error in") == 1,
 	      "%s: %d lines logged about the CUDA error, want 1", argv[1],
-	      count_lines(log, "residfs: CUDA error"));
+	      count_lines(log, "residfs: error: CUDA error in"));
 	unlink(log);
 	free_batch(&b1);
 	free_batch(&b2);
