@@ -139,21 +139,19 @@ static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const
 	return 0;
 }
 
-/* One safetensors file of the base's layout, every floating tensor merged. */
-static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, uint64_t *total)
+/* The output tensors of the layout's file @fi, every floating one merged,
+ * into @o (f->ntensors of them, zeroed by the caller). */
+static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, struct rfs_pb_out *o,
+		      uint64_t *total)
 {
 	struct rfs_plan *p = b->p;
 	const struct rfs_recipe *r = p->recipe;
 	const struct rfs_src *lay = p->src[tm->base_src >= 0 ? tm->base_src : tm->src_of[0]];
 	const struct rfs_st_file *f = lay->files[fi];
-	struct rfs_pb_out *o = calloc(f->ntensors ? f->ntensors : 1, sizeof(*o));
-	static const struct rfs_st_meta pt_meta = { "format", "pt" };
 	int model_idx[RFS_RECIPE_MAX_MODELS], ret = 0;
 	unsigned nm = 0;
 	size_t i, k;
 
-	if (!o)
-		return rfs_pb_nomem(b);
 	/* the operands after the base: the models that are not the base */
 	for (k = 0; k < r->nmodels; k++)
 		if (tm->src_of[k] != tm->base_src || r->method == RFS_MERGE_LINEAR)
@@ -255,10 +253,96 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, ui
 		o[i].bytes = rfs_pb_out_bytes(ti);
 		*total += o[i].bytes;
 	}
-	if (!ret)
-		ret = rfs_pb_emit_st(b, lay->file_names[fi], o, f->ntensors, NULL, 1,
-				     f->has_meta ? f->meta : &pt_meta, f->has_meta ? f->nmeta : 1);
-	free(o);
+	return ret;
+}
+
+static const struct rfs_st_meta pt_meta = { "format", "pt" };
+
+/* qsort: mergekit's write order, Python's order of the names (bytes). */
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct rfs_pb_out *)a)->info->name, ((const struct rfs_pb_out *)b)->info->name);
+}
+
+/* qsort: the order safetensors' writer lays tensors out in a file:
+ * larger alignment first, then by name. */
+static int st_order(const void *a, const void *b)
+{
+	const struct rfs_tinfo *x = ((const struct rfs_pb_out *)a)->info, *y = ((const struct rfs_pb_out *)b)->info;
+	unsigned ax = rfs_dtype_align(x->dtype), ay = rfs_dtype_align(y->dtype);
+
+	return ax != ay ? (ax > ay ? -1 : 1) : strcmp(x->name, y->name);
+}
+
+/*
+ * mergekit's layout (--out-shard-size): tensors in name order, a shard
+ * closed before a tensor that would take it past @size bytes (a larger one
+ * alone), model-0000i-of-0000N.safetensors (model.safetensors when one),
+ * and mergekit's index.  @o holds all @n outputs.
+ */
+static int emit_mergekit_shards(struct rfs_build *b, struct rfs_pb_out *o, size_t n, uint64_t size,
+				uint64_t total)
+{
+	size_t *first = calloc(n + 1, sizeof(*first)), nsh = 0, i, s;
+	struct rfs_buf ix = { 0 };
+	char name[64];
+	uint64_t cur = 0;
+	int ret = 0;
+
+	if (!first)
+		return rfs_pb_nomem(b);
+	qsort(o, n, sizeof(*o), by_name);
+	for (i = 0; i < n; i++) {
+		if (!i || (cur && cur + o[i].bytes > size)) {
+			first[nsh++] = i;
+			cur = 0;
+		}
+		cur += o[i].bytes;
+	}
+	first[nsh] = n;
+	for (s = 0; s < nsh && !ret; s++) {
+		if (nsh == 1)
+			snprintf(name, sizeof(name), "model.safetensors");
+		else
+			snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, nsh);
+		for (i = first[s]; i < first[s + 1]; i++)
+			o[i].info->file = NULL; /* set below, once the name is kept */
+		/* the index lists tensors in write order: before the layout sort */
+		for (i = first[s]; i < first[s + 1] && nsh > 1; i++) {
+			rfs_buf_addf(&ix, "%s    ", ix.len ? ",\n" : "");
+			rfs_buf_add_json_str_ascii(&ix, o[i].info->name);
+			rfs_buf_addf(&ix, ": \"%s\"", name);
+		}
+		qsort(o + first[s], first[s + 1] - first[s], sizeof(*o), st_order);
+		ret = rfs_pb_emit_st(b, name, o + first[s], first[s + 1] - first[s], NULL, 1, &pt_meta, 1);
+		if (!ret) {
+			const char *kept = rfs_plan_file(b->p, b->p->nfiles - 1)->name;
+
+			for (i = first[s]; i < first[s + 1]; i++)
+				o[i].info->file = kept;
+		}
+	}
+	if (!ret && nsh > 1) {
+		/* json.dumps(..., indent=2), no newline at the end, as mergekit writes it */
+		struct rfs_buf out = { 0 };
+
+		rfs_buf_addf(&out, "{\n  \"metadata\": {\n    \"total_size\": %llu,\n"
+			     "    \"mergekit_version\": \"0.1.5\"\n  },\n  \"weight_map\": {\n",
+			     (unsigned long long)total);
+		rfs_buf_add(&out, ix.data, ix.len);
+		rfs_buf_adds(&out, "\n  }\n}");
+		if (!rfs_buf_ok(&out)) {
+			rfs_buf_release(&out);
+			ret = rfs_pb_nomem(b);
+		} else {
+			size_t len;
+			char *data = rfs_buf_detach(&out, &len);
+
+			ret = rfs_pb_add_lit(b, "model.safetensors.index.json", data, len, 0444);
+		}
+	}
+	rfs_buf_release(&ix);
+	free(first);
 	return ret;
 }
 
@@ -376,11 +460,28 @@ int rfs_pb_merge(struct rfs_build *b)
 		return ret;
 	if (r->out_dtype >= 0 || r->dtype >= 0)
 		p->opts.out_dtype = r->out_dtype >= 0 ? r->out_dtype : r->dtype;
-	for (i = 0; i < lay->nfiles && !ret; i++)
-		ret = merge_file(b, &tm, i, &total);
+	{
+		struct rfs_pb_out *o = calloc(lay->ntensors ? lay->ntensors : 1, sizeof(*o));
+		size_t at = 0;
+
+		if (!o)
+			return rfs_pb_nomem(b);
+		for (i = 0; i < lay->nfiles && !ret; i++) {
+			const struct rfs_st_file *f = lay->files[i];
+
+			ret = merge_file(b, &tm, i, o + at, &total);
+			if (!ret && !r->out_shard_size)
+				ret = rfs_pb_emit_st(b, lay->file_names[i], o + at, f->ntensors, NULL, 1,
+						     f->has_meta ? f->meta : &pt_meta, f->has_meta ? f->nmeta : 1);
+			at += f->ntensors;
+		}
+		if (!ret && r->out_shard_size)
+			ret = emit_mergekit_shards(b, o, at, r->out_shard_size, total);
+		free(o);
+	}
 	/* the layout's term is p->src[0] (rfs_plan_build_recipe): the
 	 * index, config and tokenizer are its */
-	if (!ret && lay->sharded)
+	if (!ret && lay->sharded && !r->out_shard_size)
 		ret = rfs_pb_add_index(b, total);
 	if (!ret)
 		ret = rfs_pb_add_config(b, -1);

@@ -83,6 +83,7 @@ struct rfs_recipe {
 	char *chat_template;       /* NULL: the tokenizer source's */
 	int has_seed;
 	uint64_t random_seed;
+	uint64_t out_shard_size;   /* --out-shard-size: mergekit's shards; 0: the base's layout */
 	char *text;                /* the recipe as given */
 	size_t text_len;
 	char *path;                /* for messages */

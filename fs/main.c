@@ -78,6 +78,10 @@ static const char usage_text[] =
 	"                                (default: that is an error)\n"
 	"  --random-seed N               seed of the dare methods' masks (with --config;\n"
 	"                                default: the recipe's random_seed, else 0)\n"
+	"  --out-shard-size SIZE         with --config: mergekit's shards (model-0000N-of-\n"
+	"                                0000M, name order) of at most SIZE bytes (K, M, B:\n"
+	"                                thousands, millions, billions; default: the base's\n"
+	"                                layout)\n"
 	"  --backend auto|cpu|cuda       where merges are computed (mount and export; default\n"
 	"                                $RESIDFS_BACKEND, else auto: the GPU only if\n"
 	"                                present and measured faster)\n"
@@ -166,7 +170,7 @@ enum {
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
 	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND, OPT_RCACHE_DIR, OPT_RCACHE_SIZE,
 	OPT_RCONN, OPT_RMEM, OPT_RTIMEOUT, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_WATCH, OPT_INTERVAL,
-	OPT_CONFIG, OPT_SEED,
+	OPT_CONFIG, OPT_SEED, OPT_SHARD,
 };
 
 static const struct option long_opts[] = {
@@ -198,6 +202,7 @@ static const struct option long_opts[] = {
 	{ "watch", no_argument, NULL, OPT_WATCH },
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "random-seed", required_argument, NULL, OPT_SEED },
+	{ "out-shard-size", required_argument, NULL, OPT_SHARD },
 	{ "interval", required_argument, NULL, OPT_INTERVAL },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -224,6 +229,7 @@ struct cli {
 	const char *config;     /* --config: a mergekit recipe instead of a SPEC */
 	int has_seed;
 	unsigned long long seed;
+	uint64_t shard_size;    /* --out-shard-size, 0: the base's layout */
 	int helper;             /* invoked as mount.fuse3 runs a filesystem: SPEC MP -o ... */
 };
 
@@ -553,6 +559,26 @@ static void apply_opt(struct cli *c, int o, const char *optarg, const char *name
 			die_usage("%s: an empty path", name);
 		c->config = optarg;
 		break;
+	case OPT_SHARD: {
+		/* mergekit's units: a number with K, M or B for thousands, millions,
+		 * billions ("5B" is its default, 5e9 bytes) */
+		char *end;
+		double v;
+
+		errno = 0;
+		v = strtod(optarg, &end);
+		if (*end == 'K' || *end == 'k')
+			v *= 1e3, end++;
+		else if (*end == 'M' || *end == 'm')
+			v *= 1e6, end++;
+		else if (*end == 'B' || *end == 'b')
+			v *= 1e9, end++;
+		if (*optarg < '0' || *optarg > '9' || *end || errno || !(v >= 1 && v <= 0x1p62))
+			die_usage("%s: '%s' is not a size in bytes (a number with an optional K, M or B, as mergekit takes it)",
+				  name, optarg);
+		c->shard_size = (uint64_t)v;
+		break;
+	}
 	case OPT_SEED: {
 		char *end;
 
@@ -596,7 +622,7 @@ static unsigned opt_commands(int o)
 	case OPT_WATCH: case OPT_INTERVAL: return C_STATS;
 	case OPT_DIR: case OPT_KEEP: return C_DEMO;
 	case OPT_LOG_LEVEL: case OPT_LOG_FILE: case 'h': return ~0u;
-	case OPT_CONFIG: case OPT_SEED: return C_MOUNT | C_EXPORT | C_INSPECT;
+	case OPT_CONFIG: case OPT_SEED: case OPT_SHARD: return C_MOUNT | C_EXPORT | C_INSPECT;
 	default: return C_SPEC;  /* the SPEC's long form, its options, remote terms */
 	}
 }
@@ -725,6 +751,7 @@ static int make_recipe_plan(struct cli *c, size_t nrest, const char **rest, stru
 		r->has_seed = 1;
 		r->random_seed = c->seed;
 	}
+	r->out_shard_size = c->shard_size;
 	if (rfs_plan_build_recipe(r, &c->opts, plan, &err)) {
 		rfs_recipe_release(r);
 		free(r);
@@ -744,6 +771,8 @@ static int make_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_
 		return make_recipe_plan(c, nrest, rest, plan);
 	if (c->has_seed)
 		die_usage("--random-seed goes with --config (a recipe's dare methods)");
+	if (c->shard_size)
+		die_usage("--out-shard-size goes with --config (mergekit's layout of a recipe's result)");
 	ret = build_spec(c, nrest, &spec, rest);
 
 	if (ret) {

@@ -419,3 +419,20 @@ def test_bad_recipes_refused(zoo, tmp_path, binary):
     # a LoRA reference
     refuse(tmp_path, f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
            f"  - model: {ft1}+some/lora\n    parameters: {{weight: 1}}\n", "LoRA")
+
+
+# ---- mergekit's layout (--out-shard-size) ---------------------------------------------------
+
+@pytest.mark.parametrize("shard", [60000, 10 ** 9])
+def test_out_shard_size_is_mergekits_layout(mounts, merges, zoo, shard):
+    """--out-shard-size: the same shard files, index and tensors as mergekit's output with
+    out_shard_size; each shard file byte for byte."""
+    name = "task_arithmetic_f32"
+    mp = mounts(name, M.recipe(name, zoo), "--out-shard-size", str(shard))
+    out, _ = merges(name, shard_size=shard)
+    shards = sorted(f for f in os.listdir(out) if f.endswith(".safetensors") or f.endswith(".index.json"))
+    assert sorted(f for f in os.listdir(mp) if f.endswith(".safetensors") or f.endswith(".index.json")) == shards
+    assert len(shards) > 2 if shard < 10 ** 6 else shards == ["model.safetensors"], shards
+    for f in shards:
+        with open(os.path.join(mp, f), "rb") as a, open(os.path.join(out, f), "rb") as b:
+            assert a.read() == b.read(), f
