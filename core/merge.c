@@ -316,7 +316,7 @@ static int emit_mergekit_shards(struct rfs_build *b, struct rfs_pb_out *o, size_
 		qsort(o + first[s], first[s + 1] - first[s], sizeof(*o), st_order);
 		ret = rfs_pb_emit_st(b, name, o + first[s], first[s + 1] - first[s], NULL, 1, &pt_meta, 1);
 		if (!ret) {
-			const char *kept = rfs_plan_file(b->p, b->p->nfiles - 1)->name;
+			const char *kept = b->p->files[b->p->nfiles - 1].name;
 
 			for (i = first[s]; i < first[s + 1]; i++)
 				o[i].info->file = kept;
