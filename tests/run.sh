@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds residfs and runs the whole test suite: C unit tests and the CUDA
 # checks (meson test), the integration tests (pytest, real FUSE mounts),
-# the tests against torch/transformers/residuals (tests/hf), a short run of
+# the tests against torch/transformers/residuals (tests/hf), vLLM on a mount
+# (tests/vllm), mergekit recipes against mergekit (tests/merge), a short run of
 # each fuzz target (tests/fuzz/run.sh) and the unit and integration tests
 # again under ASan+UBSan and TSan (tests/sanitize.sh).  Prints one closing
 # line "N passed, N failed, N skipped" over all of them (docs/testing.md).
@@ -11,6 +12,11 @@
 #   RESIDFS_VENV     Python environment of tests/integration (default:
 #                    ~/.cache/residfs/venv-<hash of tests/requirements-core.txt>)
 #   RESIDFS_HF_VENV  the same for tests/hf (see tests/hf/run.sh)
+#   RESIDFS_VLLM_VENV  the same for tests/vllm (see tests/vllm/run.sh)
+#   RESIDFS_MERGE_VENV the same for tests/merge (see tests/merge/run.sh)
+#   RESIDFS_NO_VLLM=1  leave out the vLLM tests (tests/vllm: vLLM's CPU build on
+#                    a mount; its environment, about 6 GB, takes about 4 minutes
+#                    to make on the first run and the suite 3 to 4 minutes)
 #   RESIDFS_NO_FUZZ=1, RESIDFS_NO_SANITIZE=1  leave out the fuzz smoke run
 #                    or the sanitizer builds (build-fuzz, build-asan, build-tsan)
 #   RESIDFS_FUZZ_SECONDS  seconds per fuzz target (default 25)
@@ -63,6 +69,28 @@ read -r a b c < <(junit_counts "$junit")
 [ "$rc" -ne 0 ] && [ "$b" -eq 0 ] && b=1
 p_ok=$((p_ok + a)); p_fail=$((p_fail + b)); p_skip=$((p_skip + c))
 echo "hf: $a passed, $b failed, $c skipped"
+
+# vLLM's CPU build loading and serving a mount (tests/vllm, its own venv)
+if [ -z "${RESIDFS_NO_VLLM:-}" ]; then
+	: >"$junit"      # an install that fails writes no results: count it, not the hf ones
+	"$root/tests/vllm/run.sh" --junitxml="$junit"
+	rc=$?
+	read -r a b c < <(junit_counts "$junit")
+	[ "$rc" -eq 5 ] && b=$((b + 1))
+	[ "$rc" -ne 0 ] && [ "$b" -eq 0 ] && b=1
+	p_ok=$((p_ok + a)); p_fail=$((p_fail + b)); p_skip=$((p_skip + c))
+	echo "vllm: $a passed, $b failed, $c skipped"
+fi
+
+# mergekit recipes mounted and compared with mergekit's output (tests/merge, its own venv)
+: >"$junit"
+"$root/tests/merge/run.sh" --junitxml="$junit"
+rc=$?
+read -r a b c < <(junit_counts "$junit")
+[ "$rc" -eq 5 ] && b=$((b + 1))
+[ "$rc" -ne 0 ] && [ "$b" -eq 0 ] && b=1
+p_ok=$((p_ok + a)); p_fail=$((p_fail + b)); p_skip=$((p_skip + c))
+echo "merge: $a passed, $b failed, $c skipped"
 rm -f "$junit"
 
 # last_counts FILE: "passed failed skipped" of the last "N passed, N failed, N skipped"
