@@ -582,17 +582,16 @@ void rfs_cache_get_stats(struct rfs_cache *c, struct rfs_cache_stats *out)
 	pthread_mutex_unlock(&c->lock);
 }
 
-char *rfs_cache_stats_json(struct rfs_cache *c, size_t *len)
+void rfs_cache_stats_members(struct rfs_cache *c, struct rfs_buf *b)
 {
 	struct rfs_cache_stats s;
-	struct rfs_buf b = { 0 };
 
 	rfs_cache_get_stats(c, &s);
-	rfs_buf_addf(&b,
-		     "{\"requests\": %llu, \"bytes\": %llu, \"hits\": %llu, \"prefetch_hits\": %llu, "
+	rfs_buf_addf(b,
+		     "\"requests\": %llu, \"bytes\": %llu, \"hits\": %llu, \"prefetch_hits\": %llu, "
 		     "\"waits\": %llu, \"misses\": %llu, \"uncached\": %llu, \"prefetched\": %llu, "
 		     "\"computed_bytes\": %llu, \"evictions\": %llu, \"compute_seconds\": %.6f, "
-		     "\"cache_used\": %llu, \"cache_budget\": %llu, \"block_size\": %u}\n",
+		     "\"cache_used\": %llu, \"cache_budget\": %llu, \"block_size\": %u",
 		     (unsigned long long)s.requests, (unsigned long long)s.bytes,
 		     (unsigned long long)s.hits, (unsigned long long)s.prefetch_hits,
 		     (unsigned long long)s.waits, (unsigned long long)s.misses,
@@ -600,6 +599,15 @@ char *rfs_cache_stats_json(struct rfs_cache *c, size_t *len)
 		     (unsigned long long)s.computed_bytes, (unsigned long long)s.evictions,
 		     (double)s.compute_ns / 1e9, (unsigned long long)s.used,
 		     (unsigned long long)s.budget, RFS_CACHE_BLOCK);
+}
+
+char *rfs_cache_stats_json(struct rfs_cache *c, size_t *len)
+{
+	struct rfs_buf b = { 0 };
+
+	rfs_buf_adds(&b, "{");
+	rfs_cache_stats_members(c, &b);
+	rfs_buf_adds(&b, "}\n");
 	if (!rfs_buf_ok(&b)) {
 		rfs_buf_release(&b);
 		return NULL;

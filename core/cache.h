@@ -156,4 +156,9 @@ void rfs_cache_get_stats(struct rfs_cache *c, struct rfs_cache_stats *out);
 /** The counters as one JSON object (caller frees), or NULL on ENOMEM. */
 char *rfs_cache_stats_json(struct rfs_cache *c, size_t *len);
 
+struct rfs_buf;
+/** The same counters as members ("requests": N, ...) appended to @b, for
+ * a caller that puts them in an object of its own (the mount's stats file). */
+void rfs_cache_stats_members(struct rfs_cache *c, struct rfs_buf *b);
+
 #endif

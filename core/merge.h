@@ -40,6 +40,10 @@ struct rfs_mcomp {
 	/* the per-tensor numbers, once */
 	pthread_mutex_t lk;
 	int ready;                 /* atomic */
+	float wc[RFS_RECIPE_MAX_MODELS]; /* the weights in the compute dtype */
+	float wsum;                /* their sum, rounded (the divisor without consensus) */
+	float pc[RFS_RECIPE_MAX_MODELS]; /* dare: the densities in the compute dtype */
+	uint64_t dkey[RFS_RECIPE_MAX_MODELS]; /* dare: each model's hash key */
 	float hi[RFS_RECIPE_MAX_MODELS], lo[RFS_RECIPE_MAX_MODELS]; /* kept: lo <= |d| (< hi) */
 	int hi_on[RFS_RECIPE_MAX_MODELS], lo_on[RFS_RECIPE_MAX_MODELS];
 	float l1_scale[RFS_RECIPE_MAX_MODELS]; /* dare: sum|d| / sum|kept| */

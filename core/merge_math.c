@@ -39,6 +39,16 @@ static inline float rnd(enum rfs_kdt t, float x)
 	}
 }
 
+/* splitmix64's finalizer: dare's counter-based hash. */
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 /* The operands of elements [pos, pos + n) as float32 values rounded to the
  * compute dtype (mergekit converts the inputs to `dtype` on load). */
 struct chunk {
@@ -278,6 +288,15 @@ static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
 		pthread_mutex_unlock(&mc->lk);
 		return 0;
 	}
+	/* what every element would otherwise derive again */
+	mc->wsum = 0.0f;
+	for (m = 0; m < mc->nmodels; m++) {
+		mc->wc[m] = rnd(mc->cdt, mc->w[m]);
+		mc->wsum += mc->wc[m];
+		mc->pc[m] = rnd(mc->cdt, mc->density[m]);
+		mc->dkey[m] = mix64(mix64(mix64(mc->seed ^ 0x5245534944465321ull) ^ mc->name_hash) ^ m);
+	}
+	mc->wsum = rnd(mc->cdt, mc->wsum);
 	if (chunk_alloc(&k, c->nops)) {
 		chunk_free(&k, c->nops);
 		pthread_mutex_unlock(&mc->lk);
@@ -334,24 +353,14 @@ static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
 
 /* ---- elements ---------------------------------------------------------------- */
 
-static inline uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 /* dare: is element @j of model @m kept?  u in [0, 1) from 24 bits of a
  * hash of (seed, tensor, model, element), kept when u < density. */
 static int dare_keep(const struct rfs_mcomp *mc, unsigned m, uint64_t j)
 {
-	uint64_t h = mix64(mix64(mix64(mc->seed ^ 0x5245534944465321ull) ^ mc->name_hash) ^ m) ^ j;
-	float u = (float)(mix64(h) >> 40) * 0x1p-24f;
+	float u = (float)(mix64(mc->dkey[m] ^ j) >> 40) * 0x1p-24f;
 
 	/* a bf16 tensor holds the probability rounded to bf16, as torch's does */
-	return u < rnd(mc->cdt, mc->density[m]);
+	return u < mc->pc[m];
 }
 
 /* Model @m's sparsified delta at element @j (absolute index @gj). */
@@ -393,7 +402,7 @@ static float task_element(const struct rfs_mcomp *mc, const struct chunk *k, siz
 	for (m = 0; m < mc->nmodels; m++) {
 		float d = sparse_delta(mc, m, delta(mc, k, m, j), gj);
 
-		wd[m] = rnd(t, rnd(t, mc->w[m]) * d);
+		wd[m] = rnd(t, mc->wc[m] * d);
 	}
 	if (mc->consensus) {
 		int plus;
@@ -405,19 +414,15 @@ static float task_element(const struct rfs_mcomp *mc, const struct chunk *k, siz
 		for (m = 0; m < mc->nmodels; m++)
 			if (plus ? wd[m] > 0.0f : wd[m] < 0.0f) {
 				mixed += wd[m];
-				div += rnd(t, mc->w[m]);
+				div += mc->wc[m];
 			}
 		mixed = rnd(t, mixed);
 		div = rnd(t, div);
 	} else {
-		for (m = 0; m < mc->nmodels; m++) {
+		for (m = 0; m < mc->nmodels; m++)
 			mixed += wd[m];
-			div += rnd(t, mc->w[m]);
-		}
 		mixed = rnd(t, mixed);
-		div = rnd(t, div);
-		if (fabsf(div) < 1e-8f)
-			div = 1.0f;
+		div = fabsf(mc->wsum) < 1e-8f ? 1.0f : mc->wsum;
 	}
 	if (mc->normalize)
 		mixed = rnd(t, mixed / (div == 0.0f ? 1.0f : div));

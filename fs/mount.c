@@ -52,7 +52,6 @@ struct mnt {
 	char mp[PATH_MAX];
 	unsigned ra_kb;
 	int notify_fd;              /* daemon: tells the parent the mount is live */
-	int daemon;                 /* lines go to syslog (or --log-file) once live */
 	uid_t uid;
 	gid_t gid;
 	unsigned long long errors;  /* reads and opens answered with an error */
@@ -230,24 +229,19 @@ static char *stats_json(struct mnt *m, size_t *len)
 	struct rfs_buf b = { 0 };
 	unsigned long long limited, repeats;
 	const char *name;
-	char be[256], *cj;
-	size_t cl, i;
+	char be[256];
+	size_t i;
 
 	rfs_backend_describe(m->rd.be, be, sizeof(be));
-	cj = rfs_cache_stats_json(m->rd.cache, &cl);
-	if (!cj)
-		return NULL;
-	while (cl && (cj[cl - 1] == '\n' || cj[cl - 1] == '}'))
-		cl--;
 	rfs_log_counts(&limited, &repeats);
 	rfs_buf_addf(&b, "{\"version\": \"%s\", \"pid\": %ld, \"backend\": ", RESIDFS_VERSION,
 		     (long)getpid());
 	rfs_buf_add_json_str(&b, be);
-	rfs_buf_addf(&b, ", %.*s, \"files\": %zu, \"size\": %llu, \"errors\": %llu, "
-		     "\"log_lines_dropped\": %llu", (int)cl - 1, cj + 1, rfs_plan_nfiles(m->plan),
-		     (unsigned long long)rfs_plan_bytes(m->plan),
+	rfs_buf_adds(&b, ", ");
+	rfs_cache_stats_members(m->rd.cache, &b);
+	rfs_buf_addf(&b, ", \"files\": %zu, \"size\": %llu, \"errors\": %llu, \"log_lines_dropped\": %llu",
+		     rfs_plan_nfiles(m->plan), (unsigned long long)rfs_plan_bytes(m->plan),
 		     __atomic_load_n(&m->errors, __ATOMIC_RELAXED), limited);
-	free(cj);
 	if (!rfs_remote_source_stats(0, &name, &rs)) {
 		rfs_remote_stats(&rs);
 		rfs_buf_addf(&b, ", \"remote\": {");
@@ -467,8 +461,9 @@ static void *ready_thread(void *p)
 {
 	struct mnt *m = p;
 	struct stat st;
-	char ok = 0;
+	char ok = 0, hb[32];
 
+	rfs_human_bytes(rfs_plan_bytes(m->plan), hb, sizeof(hb));
 	if (stat(m->mp, &st)) {
 		/* the mount does not answer: do not leave it behind */
 		fprintf(stderr, "residfs: error: %s does not answer after mounting: %s\n", m->mp,
@@ -476,11 +471,10 @@ static void *ready_thread(void *p)
 		ok = 1;
 		kill(getpid(), SIGTERM); /* the loop's handler ends it and unmounts */
 	} else {
-		char msg[PATH_MAX + 128], hb[32];
+		char msg[PATH_MAX + 128];
 
 		if (m->ra_kb)
 			raise_readahead(m->mp, m->ra_kb);
-		rfs_human_bytes(rfs_plan_bytes(m->plan), hb, sizeof(hb));
 		snprintf(msg, sizeof(msg), "READY=1\nMAINPID=%ld\nSTATUS=serving %zu files (%s) at %s",
 			 (long)getpid(), rfs_plan_nfiles(m->plan), hb, m->mp);
 		notify_systemd(msg);
@@ -500,13 +494,9 @@ static void *ready_thread(void *p)
 			close(null);
 		}
 	}
-	if (!ok) {
-		char hb[32];
-
-		rfs_human_bytes(rfs_plan_bytes(m->plan), hb, sizeof(hb));
+	if (!ok)
 		rfs_log(RFS_LOG_INFO, "mounted at %s: %zu files, %s, pid %ld", m->mp,
 			rfs_plan_nfiles(m->plan), hb, (long)getpid());
-	}
 	return NULL;
 }
 
@@ -584,7 +574,6 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 		}
 		close(pipefd[0]);
 		m.notify_fd = pipefd[1];
-		m.daemon = 1;
 		setsid();
 		{
 			struct rfs_err err = { 0 };
