@@ -274,7 +274,7 @@ int rfs_pb_apply(struct rfs_build *b)
 	}
 	ret = rfs_pb_check_vocab(b, base, vocab, 0);
 	if (!ret)
-		ret = rfs_pb_add_config(b, vocab);
+		ret = rfs_pb_add_config(b, vocab, 0);
 	if (ret)
 		return ret;
 	ret = rfs_pb_add_chat_files(b);

@@ -117,7 +117,7 @@ int rfs_pb_add_other_files(struct rfs_build *b, const struct rfs_src *s)
 	return ret;
 }
 
-int rfs_pb_add_config(struct rfs_build *b, int64_t vocab)
+int rfs_pb_add_config(struct rfs_build *b, int64_t vocab, int exact)
 {
 	struct rfs_plan *p = b->p;
 	const struct rfs_src *base = p->src[0];
@@ -129,11 +129,16 @@ int rfs_pb_add_config(struct rfs_build *b, int64_t vocab)
 	size_t n = 0, len;
 	char *out;
 
-	if (vocab > base->vocab_size && base->vocab_size >= 0) {
+	if (exact ? vocab >= 0 && vocab != base->vocab_size : vocab > base->vocab_size && base->vocab_size >= 0) {
+		int ret;
+
 		snprintf(vbuf, sizeof(vbuf), "%lld", (long long)vocab);
 		pt[n++] = (struct rfs_json_patch){ k_vocab, 1, vbuf };
-		rfs_pb_note(b, "vocabulary grows from %lld to %lld rows; config.json vocab_size follows",
-		     (long long)base->vocab_size, (long long)vocab);
+		ret = rfs_pb_note(b, "vocabulary %s from %lld to %lld rows; config.json vocab_size follows",
+				  vocab > base->vocab_size ? "grows" : "shrinks", (long long)base->vocab_size,
+				  (long long)vocab);
+		if (ret)
+			return ret;
 	}
 	if (p->opts.out_dtype >= 0) {
 		snprintf(dbuf, sizeof(dbuf), "\"%s\"", rfs_dtype_torch_name(p->opts.out_dtype));
@@ -176,7 +181,9 @@ int rfs_pb_add_chat_files(struct rfs_build *b)
 	size_t k;
 	int ret;
 
-	/* a merge's tokenizer and generation config are its base's */
+	/* a merge's tokenizer is its tokenizer source's, its generation config the base's */
+	if (p->recipe)
+		tok = p->src[p->tok_src];
 	for (k = 1; !p->compute && !p->recipe && k < p->nsrc; k++)
 		if (has_tokenizer(p->src[k]->td)) {
 			tok = p->src[k];

@@ -13,8 +13,11 @@
 
 #include "pstore.h"
 
-/** Apply mode: config.json of the base, vocab_size patched to @vocab when larger. */
-int rfs_pb_add_config(struct rfs_build *b, int64_t vocab);
+/**
+ * config.json of the base, vocab_size patched to @vocab when larger (apply
+ * mode), or with @exact when different (a recipe's aligned vocabulary).
+ */
+int rfs_pb_add_config(struct rfs_build *b, int64_t vocab, int exact);
 /** Apply mode, sharded base: its index with total_size = @total. */
 int rfs_pb_add_index(struct rfs_build *b, uint64_t total);
 /** Tokenizer files and generation_config.json (see hfdir.c for which term's). */

@@ -6,7 +6,54 @@
 #include <string.h>
 
 #include "merge.h"
+#include "tokalign.h"
 #include "util.h"
+
+enum rfs_code rfs_inspect_numbers(const struct rfs_plan *p, struct rfs_err *err)
+{
+	size_t i;
+	int ret;
+
+	for (i = 0; i < p->ntinfo; i++) {
+		const struct rfs_comp *c = p->recipe ? p->tinfo[i].comp : NULL;
+
+		if (c && c->merge && (ret = rfs_merge_prepare(c, err)))
+			return ret;
+	}
+	return 0;
+}
+
+/* Which whole-tensor numbers @mc's method has (none: 0), once computed. */
+static int has_numbers(const struct rfs_mcomp *mc)
+{
+	if (!__atomic_load_n(&mc->ready, __ATOMIC_ACQUIRE))
+		return 0;
+	switch (mc->method) {
+	case RFS_MERGE_TIES: case RFS_MERGE_BREADCRUMBS: case RFS_MERGE_BREADCRUMBS_TIES:
+	case RFS_MERGE_SLERP:
+		return 1;
+	case RFS_MERGE_DARE_TIES: case RFS_MERGE_DARE_LINEAR:
+		return mc->rescale;
+	default:
+		return 0;
+	}
+}
+
+/* Model @m's kept band of |delta| as text: "all", "none", ">=lo", "[lo,hi)". */
+static const char *band(const struct rfs_mcomp *mc, unsigned m, char *buf, size_t len)
+{
+	int bc = mc->method != RFS_MERGE_TIES;
+
+	if (mc->density[m] >= 1.0f)
+		return "all";
+	if (bc && !mc->lo_on[m])
+		return "none";
+	if (bc && mc->hi_on[m])
+		snprintf(buf, len, "[%.9g,%.9g)", mc->lo[m], mc->hi[m]);
+	else
+		snprintf(buf, len, ">=%.9g", mc->lo[m]);
+	return buf;
+}
 
 static const char *how_name(enum rfs_how h)
 {
@@ -30,6 +77,12 @@ static void merge_params_text(const struct rfs_plan *p, const struct rfs_tinfo *
 		return;
 	if (mc->method == RFS_MERGE_SLERP) {
 		fprintf(out, "  t=%g", mc->t);
+		if (has_numbers(mc) && mc->lerp)
+			fprintf(out, " lerp (|cos| > 0.9995)");
+		else if (has_numbers(mc))
+			fprintf(out, " s0=%.9g s1=%.9g", mc->s0, mc->s1);
+		if (mc->vmap)
+			fprintf(out, " rows-by-token");
 		return;
 	}
 	fprintf(out, "  w=");
@@ -44,6 +97,20 @@ static void merge_params_text(const struct rfs_plan *p, const struct rfs_tinfo *
 		fprintf(out, " lambda=%g", mc->lambda);
 	if (mc->normalize && mc->method != RFS_MERGE_LINEAR)
 		fprintf(out, " normalized");
+	if (has_numbers(mc) && mc->method != RFS_MERGE_SLERP) {
+		char b[80];
+		int dare = mc->method == RFS_MERGE_DARE_TIES || mc->method == RFS_MERGE_DARE_LINEAR;
+
+		fprintf(out, dare ? " l1_rescale=" : " kept|d|=");
+		for (m = 0; m < mc->nmodels; m++) {
+			if (dare)
+				fprintf(out, "%s%.9g", m ? "," : "", mc->l1_scale[m]);
+			else
+				fprintf(out, "%s%s", m ? "," : "", band(mc, m, b, sizeof(b)));
+		}
+	}
+	if (mc->vmap)
+		fprintf(out, " rows-by-token");
 }
 
 void rfs_inspect_text(const struct rfs_plan *p, FILE *out)
@@ -129,8 +196,15 @@ static void merge_params_json(const struct rfs_plan *p, const struct rfs_tinfo *
 
 	if (!mc || !(m = cJSON_AddObjectToObject(o, "merge")))
 		return;
+	if (mc->vmap)
+		cJSON_AddBoolToObject(m, "rows_by_token", 1);
 	if (mc->method == RFS_MERGE_SLERP) {
 		cJSON_AddNumberToObject(m, "t", mc->t);
+		if (has_numbers(mc)) {
+			cJSON_AddBoolToObject(m, "lerp", mc->lerp);
+			cJSON_AddNumberToObject(m, "s0", mc->s0);
+			cJSON_AddNumberToObject(m, "s1", mc->s1);
+		}
 		return;
 	}
 	w = cJSON_AddArrayToObject(m, "weight");
@@ -142,6 +216,33 @@ static void merge_params_json(const struct rfs_plan *p, const struct rfs_tinfo *
 	cJSON_AddNumberToObject(m, "lambda", mc->lambda);
 	cJSON_AddBoolToObject(m, "normalize", mc->normalize);
 	cJSON_AddBoolToObject(m, "consensus", mc->consensus);
+	if (has_numbers(mc)) {
+		int dare = mc->method == RFS_MERGE_DARE_TIES || mc->method == RFS_MERGE_DARE_LINEAR;
+		cJSON *a = cJSON_AddArrayToObject(m, dare ? "l1_rescale" : "kept_abs_delta");
+
+		for (k = 0; k < mc->nmodels; k++) {
+			cJSON *x;
+
+			if (dare) {
+				cJSON_AddItemToArray(a, cJSON_CreateNumber(mc->l1_scale[k]));
+				continue;
+			}
+			/* {"min": lo, "below": hi}: kept when min <= |d| (< below); null: all kept */
+			if (mc->density[k] >= 1.0f) {
+				cJSON_AddItemToArray(a, cJSON_CreateNull());
+				continue;
+			}
+			x = cJSON_CreateObject();
+			cJSON_AddItemToArray(a, x);
+			if (mc->method != RFS_MERGE_TIES && !mc->lo_on[k]) {
+				cJSON_AddBoolToObject(x, "none", 1);
+				continue;
+			}
+			cJSON_AddNumberToObject(x, "min", mc->lo[k]);
+			if (mc->method != RFS_MERGE_TIES && mc->hi_on[k])
+				cJSON_AddNumberToObject(x, "below", mc->hi[k]);
+		}
+	}
 }
 
 enum rfs_code rfs_inspect_json(const struct rfs_plan *p, FILE *out, struct rfs_err *err)

@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "card.h"
 #include "hfdir.h"
+#include "tokalign.h"
 #include "util.h"
 
 /* The layer index of tensor @name ("model.layers.12.mlp..." -> 12,
@@ -82,17 +83,33 @@ struct terms {
 	int src_of[RFS_RECIPE_MAX_MODELS]; /* recipe model -> p->src index */
 	int base_src;                       /* -1: no base (linear without one) */
 	long nlayers;
+	struct rfs_buf *flat;               /* tensors without a layer that a gradient applies to */
+	unsigned nflat;
 };
 
 /* The parameters of tensor @name resolved into @mc (model k is operand
  * k + has_base); refuses what the method cannot use, naming the key. */
-static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const struct terms *tm,
+static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, struct terms *tm,
 			  const char *name, const int *model_idx, unsigned nmodels, struct rfs_mcomp *mc)
 {
 	long layer = layer_of(name);
 	double v;
 	unsigned k;
 
+	if (layer < 0) {
+		/* mergekit takes a gradient's first value (t = 0) for such tensors: noted */
+		static const char *const gk[] = { "lambda", "normalize", "rescale", "t", "weight", "density", "gamma" };
+		int grad = 0;
+		size_t i;
+
+		for (i = 0; i < sizeof(gk) / sizeof(*gk) && !grad; i++) {
+			grad = rfs_recipe_param_is_gradient(r, -1, gk[i], name);
+			for (k = 0; i >= 4 && k < nmodels && !grad; k++)
+				grad = model_idx[k] >= 0 && rfs_recipe_param_is_gradient(r, model_idx[k], gk[i], name);
+		}
+		if (grad && tm->nflat++ < 8)
+			rfs_buf_addf(tm->flat, "%s%s", tm->nflat > 1 ? ", " : "", name);
+	}
 	mc->lambda = rfs_recipe_param(r, -1, "lambda", name, layer, tm->nlayers, &v) ? (float)v : 1.0f;
 	/* mergekit's defaults: normalize for ties (and linear), rescale for dare */
 	mc->normalize = r->method == RFS_MERGE_TIES || r->method == RFS_MERGE_LINEAR;
@@ -139,9 +156,49 @@ static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, const
 	return 0;
 }
 
+/*
+ * A vocabulary tensor @t (layout @bt, models @mt) of aligned vocabularies:
+ * every operand must hold the rows the alignment takes from it; the
+ * output has the aligned vocabulary's rows.  *@vt is cleared when the
+ * alignment changes nothing for it (the same rows everywhere).
+ */
+static int vocab_rows(struct rfs_build *b, const struct terms *tm, const struct rfs_st_tensor *t,
+		      const struct rfs_src_tensor *bt, const struct rfs_src_tensor *const *mt, const int *model_idx,
+		      unsigned nm, int has_base, struct rfs_tinfo *ti, int *vt)
+{
+	const struct rfs_vmap *vm = b->p->vmap;
+	int same = vm->identity && t->shape[0] == vm->rows;
+	unsigned k;
+
+	for (k = 0; k < (unsigned)has_base + nm; k++) {
+		const struct rfs_src_tensor *x = k < (unsigned)has_base ? bt : mt[k - has_base];
+		int m = k < (unsigned)has_base ? -1 : model_idx[k - has_base];
+		unsigned s = m >= 0 ? (unsigned)tm->src_of[m] : (unsigned)tm->base_src;
+
+		if (x->t->shape[0] < vm->need[s])
+			return rfs_errf(b->err, RFS_E_MISMATCH,
+					"tensor '%s' of %s has %llu rows, but its tokenizer has tokens up to id %u",
+					t->name, b->p->src[s]->dir, (unsigned long long)x->t->shape[0], vm->need[s] - 1);
+		same = same && x->t->shape[0] == vm->rows;
+	}
+	for (k = 0; k < b->p->nsrc; k++)
+		if (!same && vm->need[k] && k != (unsigned)tm->base_src) {
+			unsigned j;
+
+			for (j = 0; j < nm && (model_idx[j] < 0 || (unsigned)tm->src_of[model_idx[j]] != k); j++)
+				;
+			if (j == nm)
+				return rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s': %s gives no operand to align by",
+						t->name, b->p->src[k]->dir);
+		}
+	ti->shape[0] = vm->rows;
+	*vt = !same;
+	return 0;
+}
+
 /* The output tensors of the layout's file @fi, every floating one merged,
  * into @o (f->ntensors of them, zeroed by the caller). */
-static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, struct rfs_pb_out *o,
+static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct rfs_pb_out *o,
 		      uint64_t *total)
 {
 	struct rfs_plan *p = b->p;
@@ -168,7 +225,7 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, st
 		struct rfs_tinfo *ti = rfs_pb_new_tinfo(b);
 		struct rfs_mcomp *mc;
 		enum rfs_dtype cdt;
-		int has_base = r->method != RFS_MERGE_LINEAR;
+		int has_base = r->method != RFS_MERGE_LINEAR, vt;
 		unsigned nops;
 
 		if (!ti) {
@@ -190,6 +247,9 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, st
 			*total += o[i].bytes;
 			continue;
 		}
+		/* a vocabulary tensor of aligned vocabularies: rows by token (tokalign.h) */
+		vt = p->vmap && t->ndim >= 1 && t->shape[0] && rfs_is_vocab_tensor_name(t->name) &&
+		     (lay->vocab_size < 0 || t->shape[0] == (uint64_t)lay->vocab_size);
 		for (k = 0; k < nm; k++) {
 			const struct rfs_src *ms = p->src[model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src];
 
@@ -200,7 +260,7 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, st
 				break;
 			}
 			if (mt[k]->t->ndim != t->ndim ||
-			    memcmp(mt[k]->t->shape, t->shape, t->ndim * sizeof(t->shape[0]))) {
+			    memcmp(mt[k]->t->shape + vt, t->shape + vt, (t->ndim - vt) * sizeof(t->shape[0]))) {
 				char s1[128], s2[128];
 
 				rfs_shape_str(t->shape, t->ndim, s1, sizeof(s1));
@@ -219,6 +279,8 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, st
 			}
 		}
 		if (ret)
+			break;
+		if (vt && (ret = vocab_rows(b, tm, t, bt, mt, model_idx, nm, has_base, ti, &vt)))
 			break;
 		cdt = r->dtype >= 0 ? (enum rfs_dtype)r->dtype : promote(t->dtype, mt, nm);
 		ti->dtype = r->out_dtype >= 0 ? (enum rfs_dtype)r->out_dtype : cdt;
@@ -246,6 +308,20 @@ static int merge_file(struct rfs_build *b, const struct terms *tm, size_t fi, st
 		for (k = 0; k < nm; k++) {
 			rfs_pb_comp_add(o[i].comp, mt[k], 1.0f);
 			ti->srcmask |= 1u << (model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src);
+		}
+		if (vt) {
+			mc->vmap = p->vmap;
+			mc->row_w = t->shape[0] ? rfs_pb_out_numel(ti) / p->vmap->rows : 0;
+			memset(mc->src_op, -1, sizeof(mc->src_op));
+			for (k = 0; k < nops; k++) {
+				unsigned s = k < (unsigned)has_base ? (unsigned)tm->base_src
+					     : model_idx[k - has_base] >= 0 ? (unsigned)tm->src_of[model_idx[k - has_base]]
+					     : (unsigned)tm->base_src;
+
+				mc->op_src[k] = (uint8_t)s;
+				if (mc->src_op[s] < 0)
+					mc->src_op[s] = (int8_t)k;
+			}
 		}
 		ret = resolve_params(b, r, tm, t->name, model_idx, nm, mc);
 		ti->how = RFS_HOW_MERGED;
@@ -346,59 +422,6 @@ static int emit_mergekit_shards(struct rfs_build *b, struct rfs_pb_out *o, size_
 	return ret;
 }
 
-/* 1 when the byte sources @a and @b hold the same bytes (0 on a read error). */
-static int same_bytes(struct rfs_bsrc *a, struct rfs_bsrc *b)
-{
-	char *x = malloc(1 << 16), *y = malloc(1 << 16);
-	uint64_t off;
-	int same = a->size == b->size && x && y;
-
-	for (off = 0; same && off < a->size; off += 1 << 16) {
-		size_t n = a->size - off < (1 << 16) ? (size_t)(a->size - off) : 1 << 16;
-
-		same = !rfs_bsrc_pread(a, x, n, off, NULL) && !rfs_bsrc_pread(b, y, n, off, NULL) &&
-		       !memcmp(x, y, n);
-	}
-	free(x);
-	free(y);
-	return same;
-}
-
-/*
- * tokenizer_source (base or union) makes mergekit align each model's rows
- * of the vocabulary tensors by token string.  residfs does not permute rows
- * yet: it takes the recipe only when every model's tokenizer.json is the
- * base's byte for byte, where that alignment changes nothing.
- */
-static int check_vocabularies(struct rfs_build *b)
-{
-	struct rfs_plan *p = b->p;
-	struct rfs_bsrc *bt = NULL, *mt;
-	struct rfs_err e = { 0 };
-	size_t i;
-	int ret = 0;
-
-	if (p->src[0]->td->ops->open(p->src[0]->td, "tokenizer.json", &bt, &e))
-		return rfs_errf(b->err, RFS_E_SPEC,
-				"%s: tokenizer_source: %s has no tokenizer.json to align the vocabularies by (%s)",
-				p->recipe->path, p->src[0]->dir, e.msg);
-	for (i = 1; i < p->nsrc && !ret; i++) {
-		mt = NULL;
-		if (p->src[i]->td->ops->open(p->src[i]->td, "tokenizer.json", &mt, &e))
-			ret = rfs_errf(b->err, RFS_E_SPEC,
-				       "%s: tokenizer_source: %s has no tokenizer.json to align the vocabularies by (%s)",
-				       p->recipe->path, p->src[i]->dir, e.msg);
-		else if (!same_bytes(bt, mt))
-			ret = rfs_errf(b->err, RFS_E_SPEC,
-				       "%s: tokenizer_source: the tokenizer of %s differs from the base's (%s): aligning the vocabularies "
-				       "by token is not supported yet; residfs merges models whose tokenizer.json is the base's",
-				       p->recipe->path, p->src[i]->dir, p->src[0]->dir);
-		rfs_bsrc_close(mt);
-	}
-	rfs_bsrc_close(bt);
-	return ret;
-}
-
 /* mergekit_config.yml: the recipe as given. */
 static int add_recipe_file(struct rfs_build *b)
 {
@@ -416,7 +439,8 @@ int rfs_pb_merge(struct rfs_build *b)
 	struct rfs_plan *p = b->p;
 	const struct rfs_recipe *r = p->recipe;
 	const struct rfs_src *lay;
-	struct terms tm = { .base_src = -1 };
+	struct rfs_buf flat = { 0 };
+	struct terms tm = { .base_src = -1, .flat = &flat };
 	uint64_t total = 0;
 	size_t i, k;
 	int ret = 0;
@@ -456,8 +480,36 @@ int rfs_pb_merge(struct rfs_build *b)
 			return rfs_errf(b->err, RFS_E_SPEC, "%s: %s needs at least one model besides the base_model",
 					r->path, rfs_merge_method_name(r->method));
 	}
-	if (r->tokenizer_given && (ret = check_vocabularies(b)))
-		return ret;
+	if (r->tokenizer_model) {
+		/* tokenizer_source: a model: one the recipe merges */
+		int s = r->base_model && !strcmp(r->tokenizer_model, r->base_model) ? 0 : -1;
+
+		for (k = 0; k < r->nmodels && s < 0; k++)
+			if (!strcmp(r->tokenizer_model, r->models[k].ref))
+				s = tm.src_of[k];
+		if (s < 0)
+			return rfs_errf(b->err, RFS_E_SPEC,
+					"%s: tokenizer_source '%s' is neither base, union nor one of the recipe's models (base_model or a models: entry, written the same way)",
+					r->path, r->tokenizer_model);
+		p->tok_src = (unsigned)s;
+	}
+	if (r->tokenizer_given) {
+		/* mergekit's model order: the recipe's, the base last when it is not listed */
+		unsigned order[RFS_SPEC_MAX_TERMS], n = 0, j;
+
+		for (k = 0; k < r->nmodels; k++) {
+			for (j = 0; j < n && order[j] != (unsigned)tm.src_of[k]; j++)
+				;
+			if (j == n)
+				order[n++] = (unsigned)tm.src_of[k];
+		}
+		for (j = 0; j < n && order[j] != 0; j++)
+			;
+		if (j == n)
+			order[n++] = 0;
+		if ((ret = rfs_pb_tokalign(b, order, n, r->base_model != NULL)))
+			return ret;
+	}
 	if (r->out_dtype >= 0 || r->dtype >= 0)
 		p->opts.out_dtype = r->out_dtype >= 0 ? r->out_dtype : r->dtype;
 	{
@@ -479,12 +531,17 @@ int rfs_pb_merge(struct rfs_build *b)
 			ret = emit_mergekit_shards(b, o, at, r->out_shard_size, total);
 		free(o);
 	}
+	if (!ret && tm.nflat)
+		ret = rfs_buf_ok(&flat) ? rfs_pb_note(b,
+			"gradients: %u tensor(s) without a layer index take each gradient's first value, as mergekit does: %s%s",
+			tm.nflat, flat.data, tm.nflat > 8 ? ", ..." : "") : rfs_pb_nomem(b);
+	rfs_buf_release(&flat);
 	/* the layout's term is p->src[0] (rfs_plan_build_recipe): the
 	 * index, config and tokenizer are its */
 	if (!ret && lay->sharded && !r->out_shard_size)
 		ret = rfs_pb_add_index(b, total);
 	if (!ret)
-		ret = rfs_pb_add_config(b, -1);
+		ret = rfs_pb_add_config(b, p->vmap ? (int64_t)p->vmap->rows : -1, p->vmap != NULL);
 	if (!ret)
 		ret = rfs_pb_add_chat_files(b);
 	if (!ret)

@@ -36,6 +36,11 @@ struct rfs_mcomp {
 	float lambda;
 	int normalize, rescale, consensus;
 	float t;                   /* slerp */
+	/* a vocabulary tensor whose rows are aligned by token (tokalign.h): NULL otherwise */
+	const struct rfs_vmap *vmap;
+	uint64_t row_w;            /* elements per row */
+	uint8_t op_src[RFS_SPEC_MAX_TERMS];   /* operand -> the plan's source term */
+	int8_t src_op[RFS_SPEC_MAX_TERMS];    /* source term -> its first operand, -1: none */
 	uint64_t seed, name_hash;  /* dare */
 	/* the per-tensor numbers, once */
 	pthread_mutex_t lk;
@@ -53,6 +58,12 @@ struct rfs_mcomp {
 
 /** Builds the plan of the recipe b->p->recipe (its terms opened in b->p->src). */
 int rfs_pb_merge(struct rfs_build *b);
+
+/**
+ * The per-tensor numbers of @c (c->merge set), computed once, on first
+ * call, by reading its operands (later calls return at once).
+ */
+enum rfs_code rfs_merge_prepare(const struct rfs_comp *c, struct rfs_err *err);
 
 /**
  * Bytes [@a, @a + @len) of the merged tensor @c (c->merge set) into @dst:

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "../kernels/kern.h"
+#include "tokalign.h"
 
 #define CHUNK 16384u /* elements per step */
 
@@ -54,6 +55,7 @@ static inline uint64_t mix64(uint64_t x)
 struct chunk {
 	float *v[RFS_SPEC_MAX_TERMS];
 	char *raw;
+	float *tmp;  /* aligned vocabularies: one model's row of an average */
 };
 
 static int chunk_alloc(struct chunk *k, unsigned nops)
@@ -62,12 +64,13 @@ static int chunk_alloc(struct chunk *k, unsigned nops)
 
 	memset(k, 0, sizeof(*k));
 	k->raw = malloc((size_t)CHUNK * 4);
+	k->tmp = malloc((size_t)CHUNK * sizeof(float));
 	for (i = 0; i < nops; i++)
 		k->v[i] = malloc((size_t)CHUNK * sizeof(float));
 	for (i = 0; i < nops; i++)
 		if (!k->v[i])
 			return -1;
-	return k->raw ? 0 : -1;
+	return k->raw && k->tmp ? 0 : -1;
 }
 
 static void chunk_free(struct chunk *k, unsigned nops)
@@ -77,29 +80,117 @@ static void chunk_free(struct chunk *k, unsigned nops)
 	for (i = 0; i < nops; i++)
 		free(k->v[i]);
 	free(k->raw);
+	free(k->tmp);
+}
+
+/* Elements [@e, @e + @n) of operand @i's own tensor into @dst, rounded to
+ * the compute dtype; with @want (@dst NULL), only asks for them (bsrc.h). */
+static enum rfs_code load_own(const struct rfs_comp *c, unsigned i, char *raw, uint64_t e, size_t n, float *dst,
+			      struct rfs_err *err)
+{
+	const struct rfs_operand *o = &c->ops[i];
+	enum rfs_kdt cdt = c->merge->cdt;
+	size_t isz = rfs_kdt_size(o->dtype), j;
+	int ret;
+
+	if (!dst) {
+		rfs_bsrc_want(o->src, o->off + e * isz, n * isz);
+		return 0;
+	}
+	ret = rfs_bsrc_pread(o->src, raw, n * isz, o->off + e * isz, err);
+	if (ret)
+		return ret;
+	rfs_kern_best()->to_f32(o->dtype, raw, dst, n);
+	if (cdt != RFS_KDT_F32 && o->dtype != cdt)
+		for (j = 0; j < n; j++)
+			dst[j] = rnd(cdt, dst[j]);
+	return 0;
+}
+
+/*
+ * Columns [@col, @col + @n) of output row @row for an operand whose model
+ * lacks the token (tokalign.h): the donor's row, the average of the rows
+ * of the models that have it (summed in model order and divided, each
+ * operation rounded, as mergekit computes it), or zeros.
+ */
+static enum rfs_code load_default(const struct rfs_comp *c, struct chunk *k, uint64_t row, uint64_t col, size_t n,
+				  float *dst, struct rfs_err *err)
+{
+	const struct rfs_mcomp *mc = c->merge;
+	const struct rfs_vmap *vm = mc->vmap;
+	uint64_t w = mc->row_w;
+	unsigned a, cnt = 0;
+	size_t j;
+	int ret = 0;
+
+	switch (vm->dkind[row]) {
+	case RFS_VDEF_DONOR:
+		return load_own(c, (unsigned)mc->src_op[vm->donor[row]], k ? k->raw : NULL,
+				(uint64_t)vm->perm[vm->donor[row]][row] * w + col, n, dst, err);
+	case RFS_VDEF_AVG:
+		if (dst)
+			memset(dst, 0, n * sizeof(float));
+		for (a = 0; a < vm->navg && !ret; a++) {
+			unsigned s = vm->avg[a];
+
+			if (vm->perm[s][row] < 0)
+				continue;
+			ret = load_own(c, (unsigned)mc->src_op[s], k ? k->raw : NULL, (uint64_t)vm->perm[s][row] * w + col, n,
+				       dst ? k->tmp : NULL, err);
+			for (j = 0; dst && j < n; j++)
+				dst[j] = rnd(mc->cdt, dst[j] + k->tmp[j]);
+			cnt++;
+		}
+		for (j = 0; dst && !ret && j < n; j++)
+			dst[j] = rnd(mc->cdt, dst[j] / (float)cnt);
+		return ret;
+	default:
+		if (dst)
+			memset(dst, 0, n * sizeof(float));
+		return 0;
+	}
+}
+
+/* Elements [@pos, @pos + @n) of operand @i of a tensor whose rows are
+ * aligned by token, into @dst (or, NULL, only asked for): runs of rows
+ * that follow each other in the model are read at once. */
+static enum rfs_code load_aligned(const struct rfs_comp *c, struct chunk *k, unsigned i, uint64_t pos, uint64_t n,
+				  float *dst, struct rfs_err *err)
+{
+	const struct rfs_mcomp *mc = c->merge;
+	const int32_t *perm = mc->vmap->perm[mc->op_src[i]];
+	uint64_t w = mc->row_w, at = 0;
+	int ret = 0;
+
+	while (w && at < n && !ret) {
+		uint64_t e = pos + at, row = e / w, col = e % w, rr = row + 1;
+		uint64_t span = n - at < w - col ? n - at : w - col;
+
+		if (perm[row] >= 0) {
+			while (at + span < n && (!dst || span < CHUNK) && perm[rr] == perm[row] + (int32_t)(rr - row)) {
+				span += n - at - span < w ? n - at - span : w;
+				rr++;
+			}
+			ret = load_own(c, i, k ? k->raw : NULL, (uint64_t)perm[row] * w + col, (size_t)span,
+				       dst ? dst + at : NULL, err);
+		} else {
+			ret = load_default(c, k, row, col, (size_t)span, dst ? dst + at : NULL, err);
+		}
+		at += span;
+	}
+	return ret;
 }
 
 static enum rfs_code chunk_load(const struct rfs_comp *c, struct chunk *k, uint64_t pos, size_t n,
 				struct rfs_err *err)
 {
-	const struct rfs_kern_ops *ops = rfs_kern_best();
-	enum rfs_kdt cdt = c->merge->cdt;
 	unsigned i;
-	size_t j;
+	int ret = 0;
 
-	for (i = 0; i < c->nops; i++) {
-		const struct rfs_operand *o = &c->ops[i];
-		size_t isz = rfs_kdt_size(o->dtype);
-		int ret = rfs_bsrc_pread(o->src, k->raw, n * isz, o->off + pos * isz, err);
-
-		if (ret)
-			return ret;
-		ops->to_f32(o->dtype, k->raw, k->v[i], n);
-		if (cdt != RFS_KDT_F32 && o->dtype != cdt)
-			for (j = 0; j < n; j++)
-				k->v[i][j] = rnd(cdt, k->v[i][j]);
-	}
-	return 0;
+	for (i = 0; i < c->nops && !ret; i++)
+		ret = c->merge->vmap ? load_aligned(c, k, i, pos, n, k->v[i], err)
+				     : load_own(c, i, k->raw, pos, n, k->v[i], err);
+	return ret;
 }
 
 /* Asks every operand's elements [@e0, @e1) at once: remote ones are
@@ -110,10 +201,11 @@ static void want_range(const struct rfs_comp *c, uint64_t e0, uint64_t e1)
 
 	for (i = 0; i < c->nops; i++) {
 		const struct rfs_operand *o = &c->ops[i];
-		size_t isz = rfs_kdt_size(o->dtype);
 
-		if (o->numel > e0)
-			rfs_bsrc_want(o->src, o->off + e0 * isz, ((o->numel < e1 ? o->numel : e1) - e0) * isz);
+		if (c->merge->vmap)
+			(void)load_aligned(c, NULL, i, e0, e1 - e0, NULL, NULL);
+		else if (o->numel > e0)
+			load_own(c, i, NULL, e0, (size_t)((o->numel < e1 ? o->numel : e1) - e0), NULL, NULL);
 	}
 }
 
@@ -273,7 +365,7 @@ static enum rfs_code slerp_coefs(const struct rfs_comp *c, struct chunk *k, stru
 }
 
 /* The tensor's numbers, once (any thread; the others wait). */
-static enum rfs_code prepare(const struct rfs_comp *c, struct rfs_err *err)
+enum rfs_code rfs_merge_prepare(const struct rfs_comp *c, struct rfs_err *err)
 {
 	struct rfs_mcomp *mc = c->merge;
 	struct rank_q q[2 * RFS_RECIPE_MAX_MODELS];
@@ -465,7 +557,7 @@ enum rfs_code rfs_merge_compute(const struct rfs_comp *c, void *dstv, uint64_t a
 	int ret;
 
 	(void)rd;
-	ret = prepare(c, err);
+	ret = rfs_merge_prepare(c, err);
 	if (ret)
 		return ret;
 	if (chunk_alloc(&k, c->nops) || !(res = malloc(CHUNK * sizeof(float))) ||

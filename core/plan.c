@@ -20,6 +20,7 @@
 #include "apply.h"
 #include "compute.h"
 #include "merge.h"
+#include "tokalign.h"
 #include "pstore.h"
 
 /* The plan's name map and mtimes once its files are all there. */
@@ -179,6 +180,7 @@ void rfs_plan_free(struct rfs_plan *p)
 		free(p->comps[i]);
 	}
 	free(p->comps);
+	rfs_vmap_free(p->vmap);
 	for (i = 0; i < p->nlits; i++)
 		free(p->lits[i]);
 	free(p->lits);

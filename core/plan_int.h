@@ -97,6 +97,8 @@ struct rfs_plan {
 	size_t npt;
 	struct rfs_pt **pts;  /* passthrough files kept open */
 	struct rfs_strmap byname; /* file name -> struct rfs_vfile * */
+	struct rfs_vmap *vmap;    /* a recipe's vocabularies aligned by token (tokalign.h), or NULL */
+	unsigned tok_src;         /* a recipe's: the source term whose tokenizer it shows */
 };
 
 /** A source file passed through whole (tokenizer files, other files). */

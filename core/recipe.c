@@ -553,16 +553,14 @@ static int parse_doc(struct rp *p, struct rfs_recipe *r)
 		if (!strcmp(s, "union"))
 			r->tokenizer_union = 1;
 		else if (strcmp(s, "base")) {
-			ret = rfs_errf(p->err, RFS_E_SPEC,
-				       "%s: tokenizer_source '%s' is not supported (base or union)", p->path, s);
-			free(s);
-			return ret;
+			r->tokenizer_model = s; /* a model reference: one of the recipe's (merge.c) */
+			s = NULL;
 		}
 		free(s);
 	}
 	if (get(p, root, "tokenizer", &bad))
 		return rfs_errf(p->err, RFS_E_SPEC,
-				"%s: tokenizer: is not supported; use tokenizer_source: base or union", p->path);
+				"%s: tokenizer: is not supported; use tokenizer_source: base, union or a model", p->path);
 	if ((ret = get_str(p, root, "chat_template", "", &r->chat_template)))
 		return ret;
 	n = get(p, root, "random_seed", &bad);
@@ -617,6 +615,7 @@ void rfs_recipe_release(struct rfs_recipe *r)
 	}
 	release_params(&r->params);
 	free(r->chat_template);
+	free(r->tokenizer_model);
 	free(r->text);
 	free(r->path);
 	memset(r, 0, sizeof(*r));
@@ -718,31 +717,46 @@ double rfs_rval_at(const struct rfs_rval *v, long layer, long nlayers)
 }
 
 /* The value of @q for @tensor: the first matching condition's. */
-static int param_value(const struct rfs_rparam *q, const char *tensor, long layer, long nlayers,
-		       double *out)
+/* The value of @q that applies to @tensor, or NULL. */
+static const struct rfs_rval *param_value(const struct rfs_rparam *q, const char *tensor)
 {
 	size_t i;
 
-	if (!q->conditional) {
-		*out = rfs_rval_at(&q->val, layer, nlayers);
-		return 1;
-	}
+	if (!q->conditional)
+		return &q->val;
 	for (i = 0; i < q->nconds; i++)
-		if (!q->conds[i].filter || strstr(tensor, q->conds[i].filter)) {
-			*out = rfs_rval_at(&q->conds[i].val, layer, nlayers);
-			return 1;
-		}
-	return 0;
+		if (!q->conds[i].filter || strstr(tensor, q->conds[i].filter))
+			return &q->conds[i].val;
+	return NULL;
+}
+
+/* The value of parameter @name that applies to @tensor for model @model. */
+static const struct rfs_rval *param_for(const struct rfs_recipe *r, int model, const char *name,
+					const char *tensor)
+{
+	const struct rfs_rparam *q;
+	const struct rfs_rval *v;
+
+	if (model >= 0 && (size_t)model < r->nmodels && (q = find_param(&r->models[model].params, name)) &&
+	    (v = param_value(q, tensor)))
+		return v;
+	q = find_param(&r->params, name);
+	return q ? param_value(q, tensor) : NULL;
 }
 
 int rfs_recipe_param(const struct rfs_recipe *r, int model, const char *name,
 		     const char *tensor, long layer, long nlayers, double *out)
 {
-	const struct rfs_rparam *q;
+	const struct rfs_rval *v = param_for(r, model, name, tensor);
 
-	if (model >= 0 && (size_t)model < r->nmodels && (q = find_param(&r->models[model].params, name)) &&
-	    param_value(q, tensor, layer, nlayers, out))
-		return 1;
-	q = find_param(&r->params, name);
-	return q && param_value(q, tensor, layer, nlayers, out);
+	if (v)
+		*out = rfs_rval_at(v, layer, nlayers);
+	return v != NULL;
+}
+
+int rfs_recipe_param_is_gradient(const struct rfs_recipe *r, int model, const char *name, const char *tensor)
+{
+	const struct rfs_rval *v = param_for(r, model, name, tensor);
+
+	return v && v->is_gradient;
 }

@@ -78,7 +78,8 @@ struct rfs_recipe {
 	struct rfs_rparams params; /* global */
 	int dtype;                 /* enum rfs_dtype of the arithmetic, -1: not given */
 	int out_dtype;             /* enum rfs_dtype written, -1: not given */
-	int tokenizer_union;       /* tokenizer_source: union (else base) */
+	int tokenizer_union;       /* tokenizer_source: union (else base, or the model below) */
+	char *tokenizer_model;     /* tokenizer_source: one of the recipe's models, or NULL */
 	int tokenizer_given;       /* tokenizer_source was given: rows are aligned by token */
 	char *chat_template;       /* NULL: the tokenizer source's */
 	int has_seed;
@@ -118,6 +119,9 @@ void rfs_recipe_release(struct rfs_recipe *r);
  */
 int rfs_recipe_param(const struct rfs_recipe *r, int model, const char *name,
 		     const char *tensor, long layer, long nlayers, double *out);
+
+/** 1 when the value of @name that applies to @tensor for @model is a gradient list. */
+int rfs_recipe_param_is_gradient(const struct rfs_recipe *r, int model, const char *name, const char *tensor);
 
 /** A gradient's value at layer @layer of @nlayers, as mergekit computes it. */
 double rfs_rval_at(const struct rfs_rval *v, long layer, long nlayers);

@@ -122,6 +122,11 @@ static const char usage_text[] =
 	"  --quiet                       no progress display (export, prefetch)\n"
 	"  --threads N                   compute threads, 1 to 64 (default: one per CPU,\n"
 	"                                at most 16)\n"
+	"inspect:\n"
+	"  --numbers                     with --config: compute each merged tensor's\n"
+	"                                whole-tensor numbers (ties and breadcrumbs\n"
+	"                                thresholds, dare's L1 rescales, slerp's\n"
+	"                                coefficients) and show them; reads every input\n"
 	"inspect, stats:\n"
 	"  --json                        JSON output\n"
 	"stats:\n"
@@ -170,7 +175,7 @@ enum {
 	OPT_PASSTHROUGH, OPT_FORCE, OPT_QUIET, OPT_JSON, OPT_DIR, OPT_KEEP,
 	OPT_READAHEAD, OPT_THREADS, OPT_CACHE, OPT_BACKEND, OPT_RCACHE_DIR, OPT_RCACHE_SIZE,
 	OPT_RCONN, OPT_RMEM, OPT_RTIMEOUT, OPT_LOG_LEVEL, OPT_LOG_FILE, OPT_WATCH, OPT_INTERVAL,
-	OPT_CONFIG, OPT_SEED, OPT_SHARD,
+	OPT_CONFIG, OPT_SEED, OPT_SHARD, OPT_NUMBERS,
 };
 
 static const struct option long_opts[] = {
@@ -186,6 +191,7 @@ static const struct option long_opts[] = {
 	{ "force", no_argument, NULL, OPT_FORCE },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "numbers", no_argument, NULL, OPT_NUMBERS },
 	{ "dir", required_argument, NULL, OPT_DIR },
 	{ "keep", no_argument, NULL, OPT_KEEP },
 	{ "readahead-kb", required_argument, NULL, OPT_READAHEAD },
@@ -228,6 +234,7 @@ struct cli {
 	double interval;
 	const char *config;     /* --config: a mergekit recipe instead of a SPEC */
 	int has_seed;
+	int numbers;            /* inspect --numbers */
 	unsigned long long seed;
 	uint64_t shard_size;    /* --out-shard-size, 0: the base's layout */
 	int helper;             /* invoked as mount.fuse3 runs a filesystem: SPEC MP -o ... */
@@ -489,6 +496,9 @@ static void apply_opt(struct cli *c, int o, const char *optarg, const char *name
 	case OPT_QUIET:
 		c->quiet = 1;
 		break;
+	case OPT_NUMBERS:
+		c->numbers = 1;
+		break;
 	case OPT_JSON:
 		c->json = 1;
 		break;
@@ -619,6 +629,7 @@ static unsigned opt_commands(int o)
 	case OPT_FORCE: case OPT_THREADS: return C_EXPORT;
 	case OPT_QUIET: return C_EXPORT | C_PREFETCH;
 	case OPT_JSON: return C_INSPECT | C_STATS;
+	case OPT_NUMBERS: return C_INSPECT;
 	case OPT_WATCH: case OPT_INTERVAL: return C_STATS;
 	case OPT_DIR: case OPT_KEEP: return C_DEMO;
 	case OPT_LOG_LEVEL: case OPT_LOG_FILE: case 'h': return ~0u;
@@ -771,6 +782,8 @@ static int make_plan(struct cli *c, size_t nrest, const char **rest, struct rfs_
 		return make_recipe_plan(c, nrest, rest, plan);
 	if (c->has_seed)
 		die_usage("--random-seed goes with --config (a recipe's dare methods)");
+	if (c->numbers)
+		die_usage("--numbers goes with --config (a recipe's per-tensor numbers)");
 	if (c->shard_size)
 		die_usage("--out-shard-size goes with --config (mergekit's layout of a recipe's result)");
 	ret = build_spec(c, nrest, &spec, rest);
@@ -958,6 +971,14 @@ static int cmd_inspect(struct cli *c)
 
 	if (ret)
 		return ret;
+	if (c->numbers) {
+		struct rfs_err err = { 0 };
+
+		if (rfs_inspect_numbers(plan, &err)) {
+			rfs_plan_free(plan);
+			return fail(&err);
+		}
+	}
 	if (c->json) {
 		struct rfs_err err = { 0 };
 

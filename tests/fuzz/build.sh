@@ -38,7 +38,7 @@ srcs=()
 # through tdir.c, so that stack links too; no target makes a request)
 for f in core/err.c core/buf.c core/ident.c core/bsrc.c core/strmap.c core/st.c core/util.c \
 	 core/spec.c core/source.c core/tdir.c core/tlocal.c core/hub.c core/webdir.c core/s3.c core/http.c \
-	 core/remote.c core/dcache.c core/log.c core/recipe.c kernels/kern_scalar.c; do
+	 core/remote.c core/dcache.c core/log.c core/recipe.c core/tokvocab.c kernels/kern_scalar.c; do
 	[ -f "$f" ] && srcs+=("$f")
 done
 libs=(-lcjson -lxxhash -lcurl -lyaml -lm -lpthread)

@@ -192,7 +192,7 @@ static void check_recipe(const struct rfs_recipe *r, const char *text, size_t si
 static int empty(const struct rfs_recipe *r)
 {
 	return !r->nmodels && !r->base_model && !r->params.p && !r->params.n && !r->text && !r->path &&
-	       !r->chat_template && !r->text_len;
+	       !r->chat_template && !r->tokenizer_model && !r->text_len;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -12,7 +12,7 @@
 #   -n RUNS     run each target for this many executions (with -t too: at
 #               most that long)
 #   TARGET      fuzz_st, fuzz_spec, fuzz_index, fuzz_config, fuzz_hub, fuzz_s3list,
-#               fuzz_recipe
+#               fuzz_recipe, fuzz_tokvocab
 #               (default: all)
 # Environment:
 #   FUZZ_BUILD     build directory (default: build-fuzz)

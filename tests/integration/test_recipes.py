@@ -8,6 +8,7 @@ tensor, and the plan of a recipe (files, refusals).
 import json
 import os
 import re
+import shutil
 import threading
 
 import numpy as np
@@ -150,6 +151,40 @@ def test_sparsifying_methods(zoo, tmp_path, method):
         assert (g == want.view(np.uint32)).all(), (n, int((g != want.view(np.uint32)).sum()))
 
 
+def test_inspect_numbers(zoo, tmp_path, refuser):
+    """inspect --numbers computes each tensor's whole-tensor numbers: ties's kept
+    magnitude is the k-th largest |delta| of the tensor; breadcrumbs's band is
+    [sorted[bot], sorted[bot + target]); a model at density 1 keeps all."""
+    b, m1, m2 = load(zoo["base"]), load(zoo["m1"]), load(zoo["m2"])
+    name = "model.layers.1.mlp.up_proj.weight"
+    for method in ("ties", "breadcrumbs"):
+        text = recipe(zoo, method, "{weight: 0.7, density: 0.5, gamma: 0.05}", "{weight: 0.3, density: 1}",
+                      "dtype: float32\n")
+        cfg = write(tmp_path, text, f"{method}.yml")
+        r = H.run(["inspect", "--config", cfg, "--numbers", "--json"])
+        assert r.returncode == 0, r
+        t = [x for x in json.loads(r.stdout)["tensors"] if x["name"] == name][0]["merge"]
+        s = np.sort(np.abs((f32(m1[name]) - f32(b[name])).astype(F32)))
+        n = s.size
+        if method == "ties":
+            assert t["kept_abs_delta"] == [{"min": float(s[n - int(0.5 * n)])}, None], t
+        else:
+            target, top = int(n * 0.5), int(n * 0.05)
+            bot = n - target - top
+            assert t["kept_abs_delta"] == [{"min": float(s[bot]), "below": float(s[bot + target])}, None], t
+        r = H.run(["inspect", "--config", cfg, "--numbers"])
+        assert r.returncode == 0 and "kept|d|=" in r.stdout, r
+        r = H.run(["inspect", "--config", cfg])
+        assert r.returncode == 0 and "kept|d|=" not in r.stdout, "computed only when asked"
+    text = recipe(zoo, "dare_linear", "{weight: 0.7, density: 0.5}", "{weight: 0.3, density: 0.8}")
+    r = H.run(["inspect", "--config", write(tmp_path, text, "dare.yml"), "--numbers", "--json"])
+    assert r.returncode == 0, r
+    t = [x for x in json.loads(r.stdout)["tensors"] if x["name"] == name][0]["merge"]
+    assert len(t["l1_rescale"]) == 2 and all(x > 1 for x in t["l1_rescale"]), t
+    r = H.run(["inspect", zoo["base"], "--numbers"])
+    assert r.returncode == 2 and "--numbers goes with --config" in r.stderr, r
+
+
 def _breadcrumbs_pm(method, b, xs):
     n = b.size
     wds = []
@@ -279,6 +314,104 @@ def test_tokenizer_source_with_one_vocabulary(zoo, tmp_path):
         export(["--config", cfg], out)
         b = load(out)
         assert all((a[n] == b[n]).all() for n in a), src
+
+
+def _permuted_vocab_model(zoo, root, name, new_words, seed):
+    """A fine-tune of the base whose tokenizer orders the words differently: the
+    specials and tok0..tok2 at 0..2, tok3..tok511 in reverse, then @new_words; its
+    vocabulary rows are the base's rows of the same words plus noise, new rows random."""
+    rng = np.random.default_rng(seed)
+    b = load(zoo["base"])
+    V = b["model.embed_tokens.weight"].shape[0]
+    order = [0, 1, 2] + list(range(V - 1, 2, -1))      # its id -> the base's id
+    tensors = {}
+    for n, a in b.items():
+        x = f32(a).reshape(a.shape)
+        if n in ("model.embed_tokens.weight", "lm_head.weight"):
+            x = np.concatenate([x[order], rng.normal(0, 0.02, (len(new_words), x.shape[1])).astype(F32)])
+        x = x + rng.normal(0, 0.01, x.shape).astype(F32)
+        tensors[n] = H.T.from_f32("BF16", list(x.shape), x.astype(F32).ravel())
+    cfg = H.llama_config(V + len(new_words), 64, 128, LAYERS, 32, False, "BF16")
+    path = H.write_model(os.path.join(root, name), tensors, cfg, nshards=1, flavour="base").path
+    tj = json.load(open(os.path.join(path, "tokenizer.json")))
+    vocab = {f"tok{order[i]}": i for i in range(V)}
+    vocab.update({w: V + i for i, w in enumerate(new_words)})
+    tj["model"]["vocab"] = vocab
+    with open(os.path.join(path, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    return path, order
+
+
+def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter):
+    """tokenizer_source: union over a model whose tokenizer moves every word and adds
+    four: the base's ids first, the new words appended; each model's rows taken by
+    token; a row a model lacks is the only model's that has it (docs/merges.md)."""
+    new = ["new0", "new1", "new2", "new3"]
+    m3, order = _permuted_vocab_model(zoo, str(tmp_path), "m3", new, 5)
+    text = (f"merge_method: task_arithmetic\nbase_model: {zoo['base']}\nmodels:\n"
+            f"  - model: {zoo['m1']}\n    parameters: {{weight: 0.7}}\n"
+            f"  - model: {m3}\n    parameters: {{weight: 0.4}}\n"
+            "tokenizer_source: union\ndtype: float32\nout_dtype: bfloat16\n")
+    got, _ = merged(tmp_path, text, mounter)
+    b, m1, x3 = load(zoo["base"]), load(zoo["m1"]), load(m3)
+    V = b["model.embed_tokens.weight"].shape[0]
+    inv = {o: i for i, o in enumerate(order)}            # the base's id -> m3's id
+    for n in b:
+        bb, x1, y = f32(b[n]), f32(m1[n]), f32(x3[n])
+        if n in ("model.embed_tokens.weight", "lm_head.weight"):
+            h = b[n].shape[1]
+            y = y.reshape(V + len(new), h)
+            yp = np.concatenate([y[[inv[i] for i in range(V)]], y[V:]])
+            # the new words: only m3 has them, every input takes its row
+            bb = np.concatenate([bb.reshape(V, h), y[V:]]).ravel()
+            x1 = np.concatenate([x1.reshape(V, h), y[V:]]).ravel()
+            y = yp.ravel()
+        want = H.f32_to_bf16((bb + (F32(0.7) * (x1 - bb) + F32(0.4) * (y - bb))).astype(F32))
+        assert got[n].size == want.size and (got[n].view(np.uint16).ravel() == want).all(), n
+    out = str(tmp_path / "out")
+    export(["--config", write(tmp_path, text, "u.yml")], out)
+    assert json.load(open(os.path.join(out, "config.json")))["vocab_size"] == V + len(new)
+    tj = json.load(open(os.path.join(out, "tokenizer.json")))
+    added = {a["content"]: a for a in tj["added_tokens"]}
+    assert [added[w]["id"] for w in new] == list(range(V, V + len(new)))
+    assert not any(added[w]["special"] for w in new) and all(added[w]["normalized"] for w in new)
+    assert tj["model"] == json.load(open(os.path.join(zoo["base"], "tokenizer.json")))["model"]
+
+
+@pytest.mark.parametrize("mutate,names", [
+    (lambda t: t["model"].pop("vocab"), ["tokenizer.json", "no model.vocab"]),
+    (lambda t: t["model"]["vocab"].update({"tok5": "five"}), ["tok5", "not a number"]),
+    (lambda t: t["model"]["vocab"].update({"tok5": -1}), ["tok5", "whole number"]),
+    (lambda t: t["model"]["vocab"].update({"big": 2 ** 40}), ["big", "whole number"]),
+    (lambda t: t["added_tokens"].append({"id": 3}), ["added token without an id or content"]),
+    (lambda t: t.update({"added_tokens": {"a": 1}}), ["added_tokens is not a list"]),
+])
+def test_tokenizer_source_hostile_tokenizers(zoo, tmp_path, refuser, mutate, names):
+    """A model's tokenizer.json is read only to align by: anything malformed is refused
+    before mounting, naming the file."""
+    m = str(tmp_path / "bad")
+    shutil.copytree(zoo["m2"], m)
+    tj = json.load(open(os.path.join(m, "tokenizer.json")))
+    mutate(tj)
+    with open(os.path.join(m, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    text = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "tokenizer_source: union\n")
+    cfg = write(tmp_path, text.replace(zoo["m2"], m))
+    refuser.refuse("--config", cfg, names=[m + "/tokenizer.json"] + names)
+
+
+def test_tokenizer_source_base_with_padding_tokens(zoo, tmp_path, refuser):
+    """A base whose tokenizer has tokens past its config's vocab_size: mergekit strips
+    them from its tokenizer; residfs refuses, saying so."""
+    bdir = str(tmp_path / "base")
+    shutil.copytree(zoo["base"], bdir)
+    tj = json.load(open(os.path.join(bdir, "tokenizer.json")))
+    tj["added_tokens"].append({"id": 600, "content": "<pad>", "special": True})
+    with open(os.path.join(bdir, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    text = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "tokenizer_source: base\n")
+    cfg = write(tmp_path, text.replace(zoo["base"], bdir))
+    refuser.refuse("--config", cfg, names=["vocab_size 512", "600", "does not strip"])
 
 
 def test_config_and_spec_do_not_mix(zoo, tmp_path, refuser):

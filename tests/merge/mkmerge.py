@@ -14,6 +14,9 @@ config.json, tokenizer files):
   vocab_bf16                            a fine-tune with another vocabulary:
                                         six new words x0..x5 at ids 3..8, every
                                         shared word moved up by six (128 -> 134)
+  vocab2_bf16, vocab3_bf16              a third vocabulary: the base's without w7,
+                                        then x5..x0 and y0 appended (134 tokens);
+                                        two fine-tunes with it
 
 ftN = base + N(0, FT_SCALES[ftN]) on every tensor (float32 noise from a
 seeded generator, added in float32 before any rounding).
@@ -154,16 +157,25 @@ def perturbed(sd, seed, scale):
             for k in sorted(sd)}
 
 
-def with_vocab(sd, seed):
-    """The base's weights moved to vocab_words()'s ids, new rows random (std 0.02)."""
+def vocab2_words():
+    return [w for w in base_words() if w != "w7"] + [f"x{i}" for i in reversed(range(NEW_WORDS))] + ["y0"]
+
+
+def with_vocab(sd, seed, words=None):
+    """The base's weights moved to the ids of @words (default vocab_words()), each
+    word's row the base's row of it, new words' rows random (std 0.02)."""
     import torch
+    words = words or vocab_words()
     g = torch.Generator().manual_seed(seed)
+    old_id = {w: 3 + i for i, w in enumerate(base_words())}
     out = dict(sd)
     for k in ("model.embed_tokens.weight", "lm_head.weight"):
         old = sd[k]
-        new = torch.randn((old.shape[0] + NEW_WORDS, old.shape[1]), generator=g) * 0.02
+        new = torch.randn((3 + len(words), old.shape[1]), generator=g) * 0.02
         new[:3] = old[:3]
-        new[3 + NEW_WORDS:] = old[3:]
+        for i, w in enumerate(words):
+            if w in old_id:
+                new[3 + i] = old[old_id[w]]
         out[k] = new
     return out
 
@@ -194,8 +206,8 @@ class Zoo:
 def build_zoo(root):
     """Builds every model of the zoo under @root (once: a finished zoo is reused)."""
     import torch
-    marker = os.path.join(root, ".zoo-complete")
-    names = [f"{m}_{d}" for m in ("base", *FT_SCALES) for d in DTYPES] + ["vocab_bf16"]
+    marker = os.path.join(root, ".zoo-complete-2")
+    names = [f"{m}_{d}" for m in ("base", *FT_SCALES) for d in DTYPES] + ["vocab_bf16", "vocab2_bf16", "vocab3_bf16"]
     paths = {n: os.path.join(root, n) for n in names}
     if os.path.exists(marker):
         return Zoo(root, paths)
@@ -211,6 +223,10 @@ def build_zoo(root):
             save_model(sd, tok, paths[f"{name}_{d}"], d)
     vsd = perturbed(with_vocab(base, SEED + 10), SEED + 11, FT_SCALES["ft1"])
     save_model(vsd, word_tokenizer(vocab_words()), paths["vocab_bf16"], "bf16")
+    vsd2 = perturbed(with_vocab(base, SEED + 12, vocab2_words()), SEED + 13, FT_SCALES["ft2"])
+    save_model(vsd2, word_tokenizer(vocab2_words()), paths["vocab2_bf16"], "bf16")
+    vsd3 = perturbed(with_vocab(base, SEED + 14, vocab2_words()), SEED + 15, FT_SCALES["ft3"])
+    save_model(vsd3, word_tokenizer(vocab2_words()), paths["vocab3_bf16"], "bf16")
     open(marker, "w").close()
     return Zoo(root, paths)
 
@@ -427,6 +443,47 @@ models:
   - model: {vocab_bf16}
     parameters: {{weight: 0.4}}
 tokenizer_source: union
+dtype: float32
+out_dtype: bfloat16
+""",
+    # rows a model lacks: the base's (w7), or the average of the models that have it
+    # (x0..x5: three models; y0: two), each operation rounded to bf16
+    "union_avg": """\
+merge_method: task_arithmetic
+base_model: {base_bf16}
+models:
+  - model: {vocab_bf16}
+    parameters: {{weight: 0.5}}
+  - model: {vocab2_bf16}
+    parameters: {{weight: 0.7}}
+  - model: {vocab3_bf16}
+    parameters: {{weight: 0.3}}
+tokenizer_source: union
+dtype: bfloat16
+""",
+    # the base's vocabulary: the other models' rows permuted to it, the tokens it lacks dropped
+    "vocab_base": """\
+merge_method: task_arithmetic
+base_model: {base_bf16}
+models:
+  - model: {ft1_bf16}
+    parameters: {{weight: 0.6}}
+  - model: {vocab2_bf16}
+    parameters: {{weight: 0.4}}
+tokenizer_source: base
+dtype: float32
+out_dtype: bfloat16
+""",
+    # one model's vocabulary: the base's and ft1's rows permuted to vocab2's ids
+    "vocab_model": """\
+merge_method: ties
+base_model: {base_bf16}
+models:
+  - model: {ft1_bf16}
+    parameters: {{weight: 0.6, density: 1}}
+  - model: {vocab2_bf16}
+    parameters: {{weight: 0.4, density: 1}}
+tokenizer_source: {vocab2_bf16}
 dtype: float32
 out_dtype: bfloat16
 """,

@@ -23,6 +23,7 @@ Run with tests/merge/run.sh (the environment of tests/requirements-merge.txt).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -414,11 +415,85 @@ def test_bad_recipes_refused(zoo, tmp_path, binary):
     assert r.returncode == 0, r
     refuse(tmp_path, f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
            f"  - model: {res}\n    parameters: {{weight: 1}}\n", "residuals directory", str(res))
-    # aligning vocabularies by token is not done yet: refused, never rows mixed up
-    refuse(tmp_path, M.recipe("union", zoo), "tokenizer_source", zoo["vocab_bf16"], "differs from the base's")
+    # tokenizer_source with a model that has no tokenizer.json to align by
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in os.listdir(zoo["vocab2_bf16"]):
+        if f != "tokenizer.json":
+            shutil.copy(os.path.join(zoo["vocab2_bf16"], f), notok / f)
+    refuse(tmp_path, M.recipe("union", zoo).replace(zoo["vocab_bf16"], str(notok)),
+           "tokenizer_source", str(notok), "tokenizer.json")
+    # a tokenizer source that is not one of the recipe's models
+    refuse(tmp_path, M.recipe("vocab_model", zoo).replace(f"tokenizer_source: {zoo['vocab2_bf16']}",
+                                                          f"tokenizer_source: {zoo['ft3_bf16']}"),
+           "tokenizer_source", zoo["ft3_bf16"], "one of the recipe's models")
     # a LoRA reference
     refuse(tmp_path, f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n"
            f"  - model: {ft1}+some/lora\n    parameters: {{weight: 1}}\n", "LoRA")
+
+
+# ---- vocabularies aligned by token (tokenizer_source) -----------------------------------------
+
+VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def tok_vocab(model_dir):
+    """token -> id of a saved tokenizer.json: the model's vocabulary, then added tokens."""
+    with open(os.path.join(model_dir, "tokenizer.json")) as f:
+        t = json.load(f)
+    v = dict(t["model"]["vocab"])
+    for a in t["added_tokens"]:
+        v[a["content"]] = a["id"]
+    return v
+
+
+@pytest.mark.parametrize("name", ["union", "union_avg", "vocab_base", "vocab_model"])
+def test_vocabulary_alignment_equals_mergekit(mounts, merges, zoo, name):
+    """tokenizer_source: the same tokens as mergekit's output, and every token's row of
+    the embeddings and output head equal to mergekit's row of that token bit for bit
+    (mergekit numbers the tokens a union adds in an order that changes from run to run:
+    rows are compared by token string); every other tensor equal bit for bit."""
+    (got, gdt), (want, wdt), mp, out = both(mounts, merges, zoo, name)
+    vg, vw = tok_vocab(mp), tok_vocab(out)
+    assert set(vg) == set(vw), sorted(set(vg) ^ set(vw))
+    src = "vocab2_bf16" if name == "vocab_model" else "base_bf16"
+    vbase = tok_vocab(zoo[src])
+    assert all(vg[t] == i for t, i in vbase.items() if t in vg), "the source's ids are kept"
+    assert sorted(vg.values()) == list(range(len(vg))), "one row per token, none missing"
+    with open(os.path.join(mp, "config.json")) as a, open(os.path.join(out, "config.json")) as b:
+        assert json.load(a)["vocab_size"] == json.load(b)["vocab_size"] == len(vg)
+    assert sorted(got) == sorted(want)
+    for t in want:
+        assert gdt[t] == wdt[t] and got[t].shape == want[t].shape, (t, got[t].shape, want[t].shape)
+        if t in VOCAB_TENSORS:
+            bad = [tok for tok in vg if not (bits(got[t][vg[tok]]) == bits(want[t][vw[tok]])).all()]
+            assert not bad, f"{name}: {t}: rows of {len(bad)} tokens differ: {bad[:8]}"
+        else:
+            assert (bits(got[t]) == bits(want[t])).all(), f"{name}: {t} differs"
+    if name in ("vocab_base", "vocab_model"):
+        assert vg == vbase
+        with open(os.path.join(mp, "tokenizer.json"), "rb") as a, \
+                open(os.path.join(zoo[src], "tokenizer.json"), "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_union_tokenizer_loads(mounts, merges, zoo):
+    """transformers loads the union's tokenizer from the mount: the same vocabulary as its
+    tokenizer.json, and a text with words of every model encodes to the same tokens as
+    with mergekit's tokenizer; the merged model runs on those ids."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    mp = mounts("union_avg", M.recipe("union_avg", zoo))
+    out, _ = merges("union_avg")
+    tg, tw = AutoTokenizer.from_pretrained(mp), AutoTokenizer.from_pretrained(out)
+    assert tg.get_vocab() == tok_vocab(mp)
+    text = "w1 x3 y0 w7 x0 w124"
+    ig, iw = tg(text)["input_ids"], tw(text)["input_ids"]
+    assert tg.convert_ids_to_tokens(ig) == tw.convert_ids_to_tokens(iw) == text.split(), (ig, iw)
+    m = AutoModelForCausalLM.from_pretrained(mp, dtype=torch.float32)
+    with torch.no_grad():
+        logits = m(torch.tensor([ig])).logits
+    assert logits.shape == (1, len(ig), len(tg.get_vocab())) and torch.isfinite(logits).all()
 
 
 # ---- mergekit's layout (--out-shard-size) ---------------------------------------------------

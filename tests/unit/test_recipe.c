@@ -778,7 +778,7 @@ static void test_top_keys(void **state)
 	    "slices: layer-range merges (frankenmerges) are not supported; use models:");
 	BAD(F("%sslices:\n", base), "slices: layer-range merges");
 	BAD(F("%stokenizer:\n  source: union\n", base),
-	    "r.yml: tokenizer: is not supported; use tokenizer_source: base or union");
+	    "r.yml: tokenizer: is not supported; use tokenizer_source: base, union or a model");
 	BAD(F("%stokenizer: null\n", base), "tokenizer: is not supported");
 
 	/* not a mapping */
@@ -802,11 +802,16 @@ static void test_tokenizer_source(void **state)
 	rfs_recipe_release(&r);
 	ok(F("%stokenizer_source:\n", base), &r);
 	assert_int_equal(r.tokenizer_union, 0);
+	assert_null(r.tokenizer_model);
 	rfs_recipe_release(&r);
-	BAD(F("%stokenizer_source: model:org/a\n", base),
-	    "tokenizer_source 'model:org/a' is not supported (base or union)");
-	BAD(F("%stokenizer_source: Union\n", base), "tokenizer_source 'Union' is not supported");
-	BAD(F("%stokenizer_source: org/a\n", base), "tokenizer_source 'org/a' is not supported");
+	/* anything else names a model: the plan checks it is one of the recipe's */
+	ok(F("%stokenizer_source: org/a\n", base), &r);
+	assert_string_equal(r.tokenizer_model, "org/a");
+	assert_int_equal(r.tokenizer_given, 1);
+	rfs_recipe_release(&r);
+	ok(F("%stokenizer_source: Union\n", base), &r);
+	assert_string_equal(r.tokenizer_model, "Union");
+	rfs_recipe_release(&r);
 }
 
 static void test_dtypes(void **state)
