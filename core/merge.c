@@ -422,6 +422,159 @@ static int emit_mergekit_shards(struct rfs_build *b, struct rfs_pb_out *o, size_
 	return ret;
 }
 
+/* The file @name of term @s (at most @max bytes) into *@out, NUL-terminated;
+ * 1 when the term has none, else 0 or an error. */
+static int read_term_file(struct rfs_build *b, const struct rfs_src *s, const char *name, size_t max, char **out,
+			  size_t *len)
+{
+	struct rfs_bsrc *bs = NULL;
+	int ret;
+
+	*out = NULL;
+	if (!s->td->ops->exists(s->td, name))
+		return 1;
+	ret = s->td->ops->open(s->td, name, &bs, b->err);
+	if (!ret)
+		ret = rfs_bsrc_read_all(bs, max, out, len, b->err);
+	rfs_bsrc_close(bs);
+	return ret;
+}
+
+/* @t (@len bytes) without leading and trailing whitespace (Python's
+ * str.strip() on ASCII), as a new string. */
+static char *strip_dup(const char *t, size_t len)
+{
+	size_t a = 0;
+	char *o;
+
+	while (a < len && (strchr(" \t\n\r\v\f", t[a]) || (t[a] >= 0x1c && t[a] <= 0x1f)) && t[a])
+		a++;
+	while (len > a && (strchr(" \t\n\r\v\f", t[len - 1]) || (t[len - 1] >= 0x1c && t[len - 1] <= 0x1f)) &&
+	       t[len - 1])
+		len--;
+	o = malloc(len - a + 1);
+	if (o) {
+		memcpy(o, t + a, len - a);
+		o[len - a] = 0;
+	}
+	return o;
+}
+
+/* Term @s's chat template as transformers reads it (chat_template.jinja,
+ * else tokenizer_config.json's chat_template: a string, or the "default"
+ * entry of a list of {name, template}), stripped; NULL in *@out when none. */
+static int term_template(struct rfs_build *b, const struct rfs_src *s, char **out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int ret;
+
+	*out = NULL;
+	ret = read_term_file(b, s, "chat_template.jinja", 16u << 20, &text, &len);
+	if (!ret) {
+		*out = strip_dup(text, len);
+	} else if (ret == 1 && !(ret = read_term_file(b, s, "tokenizer_config.json", 64u << 20, &text, &len))) {
+		cJSON *j = cJSON_ParseWithLength(text, len), *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+		const cJSON *it, *list = cJSON_IsArray(ct) ? ct : NULL;
+
+		cJSON_ArrayForEach(it, list) {
+			const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+
+			if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default"))
+				ct = cJSON_GetObjectItemCaseSensitive(it, "template");
+		}
+		if (cJSON_IsString(ct))
+			*out = strip_dup(ct->valuestring, strlen(ct->valuestring));
+		else
+			ret = 1;
+		cJSON_Delete(j);
+	}
+	free(text);
+	if (ret < 0)
+		return ret;
+	if (!ret && !*out)
+		return rfs_pb_nomem(b);
+	return 0;
+}
+
+/*
+ * chat_template: the template of the mount's tokenizer, as mergekit sets
+ * it: Jinja text as given; auto: the most common template of the models
+ * (the first of the recipe's order among equals), none when no model has
+ * one.  mergekit's named built-in templates (chatml, llama3, ...) are not
+ * shipped with residfs: refused, asking for the text.  It is shown as
+ * chat_template.jinja, and in tokenizer_config.json when that has the key.
+ */
+static int add_chat_template(struct rfs_build *b, const unsigned *order, unsigned n)
+{
+	const struct rfs_recipe *r = b->p->recipe;
+	const struct rfs_src *ts = b->p->src[b->p->tok_src];
+	char *t = NULL, *tpl[RFS_SPEC_MAX_TERMS] = { NULL };
+	size_t len = strlen(r->chat_template), i, j;
+	int ret = 0;
+
+	if (!strcmp(r->chat_template, "auto")) {
+		unsigned best = 0, cnt[RFS_SPEC_MAX_TERMS] = { 0 };
+
+		for (i = 0; i < n && !ret; i++)
+			ret = term_template(b, b->p->src[order[i]], &tpl[i]);
+		for (i = 0; i < n && !ret; i++)
+			for (j = 0; tpl[i] && j < n; j++)
+				cnt[i] += tpl[j] && !strcmp(tpl[i], tpl[j]);
+		for (i = 1; i < n; i++)
+			if (cnt[i] > cnt[best])
+				best = (unsigned)i;
+		if (!ret && cnt[best]) {
+			t = tpl[best];
+			tpl[best] = NULL;
+		}
+		for (i = 0; i < n; i++)
+			free(tpl[i]);
+		if (ret || !t)
+			return ret;
+		ret = rfs_pb_note(b, "chat_template: auto: the template of %s", b->p->src[order[best]]->dir);
+	} else if (len < 256 && !strchr(r->chat_template, '\n') && !strchr(r->chat_template, '{')) {
+		return rfs_errf(b->err, RFS_E_SPEC,
+				"%s: chat_template '%s' is not a Jinja template (mergekit's named templates, such as chatml or llama3, are not shipped with residfs): give the template's text, or auto",
+				r->path, r->chat_template);
+	} else if (len < 20) {
+		return rfs_errf(b->err, RFS_E_SPEC, "%s: chat_template '%s' is not a Jinja template (shorter than 20 bytes)",
+				r->path, r->chat_template);
+	} else if (!(t = strdup(r->chat_template))) {
+		return rfs_pb_nomem(b);
+	}
+	if (!ret) {
+		char *cfg = NULL;
+		size_t clen = 0;
+		int has = read_term_file(b, ts, "tokenizer_config.json", 64u << 20, &cfg, &clen);
+
+		ret = has < 0 ? has : 0;
+		if (!has) {
+			static const char *const k_ct[] = { "chat_template" };
+			size_t beg, end, olen;
+
+			if (!rfs_json_span(cfg, clen, k_ct, 1, &beg, &end)) {
+				struct rfs_buf v = { 0 };
+				struct rfs_json_patch pt = { k_ct, 1, NULL };
+				char *o;
+
+				rfs_buf_add_json_str(&v, t);
+				pt.value = v.data;
+				o = rfs_buf_ok(&v) ? rfs_json_patch(cfg, clen, &pt, 1, &olen) : NULL;
+				ret = o ? rfs_pb_add_lit(b, "tokenizer_config.json", o, olen, 0444) : rfs_pb_nomem(b);
+				rfs_buf_release(&v);
+			}
+		}
+		free(cfg);
+	}
+	if (!ret) {
+		ret = rfs_pb_add_lit(b, "chat_template.jinja", t, strlen(t), 0444);
+		t = NULL;
+	}
+	free(t);
+	return ret;
+}
+
 /* mergekit_config.yml: the recipe as given. */
 static int add_recipe_file(struct rfs_build *b)
 {
@@ -441,6 +594,7 @@ int rfs_pb_merge(struct rfs_build *b)
 	const struct rfs_src *lay;
 	struct rfs_buf flat = { 0 };
 	struct terms tm = { .base_src = -1, .flat = &flat };
+	unsigned order[RFS_SPEC_MAX_TERMS], norder = 0;
 	uint64_t total = 0;
 	size_t i, k;
 	int ret = 0;
@@ -493,23 +647,19 @@ int rfs_pb_merge(struct rfs_build *b)
 					r->path, r->tokenizer_model);
 		p->tok_src = (unsigned)s;
 	}
-	if (r->tokenizer_given) {
-		/* mergekit's model order: the recipe's, the base last when it is not listed */
-		unsigned order[RFS_SPEC_MAX_TERMS], n = 0, j;
-
-		for (k = 0; k < r->nmodels; k++) {
-			for (j = 0; j < n && order[j] != (unsigned)tm.src_of[k]; j++)
-				;
-			if (j == n)
-				order[n++] = (unsigned)tm.src_of[k];
-		}
-		for (j = 0; j < n && order[j] != 0; j++)
+	/* mergekit's model order: the recipe's, the base last when it is not listed */
+	for (k = 0; k < r->nmodels; k++) {
+		for (i = 0; i < norder && order[i] != (unsigned)tm.src_of[k]; i++)
 			;
-		if (j == n)
-			order[n++] = 0;
-		if ((ret = rfs_pb_tokalign(b, order, n, r->base_model != NULL)))
-			return ret;
+		if (i == norder)
+			order[norder++] = (unsigned)tm.src_of[k];
 	}
+	for (i = 0; i < norder && order[i] != 0; i++)
+		;
+	if (i == norder)
+		order[norder++] = 0;
+	if (r->tokenizer_given && (ret = rfs_pb_tokalign(b, order, norder, r->base_model != NULL)))
+		return ret;
 	if (r->out_dtype >= 0 || r->dtype >= 0)
 		p->opts.out_dtype = r->out_dtype >= 0 ? r->out_dtype : r->dtype;
 	{
@@ -542,6 +692,8 @@ int rfs_pb_merge(struct rfs_build *b)
 		ret = rfs_pb_add_index(b, total);
 	if (!ret)
 		ret = rfs_pb_add_config(b, p->vmap ? (int64_t)p->vmap->rows : -1, p->vmap != NULL);
+	if (!ret && r->chat_template)
+		ret = add_chat_template(b, order, norder);
 	if (!ret)
 		ret = rfs_pb_add_chat_files(b);
 	if (!ret)

@@ -496,6 +496,73 @@ def test_union_tokenizer_loads(mounts, merges, zoo):
     assert logits.shape == (1, len(ig), len(tg.get_vocab())) and torch.isfinite(logits).all()
 
 
+# ---- chat_template ----------------------------------------------------------------------------
+
+CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "w1 w2"},
+        {"role": "assistant", "content": "w3"}]
+
+
+def _chat_check(mp, out):
+    """The mount's chat template is mergekit's, and renders the same conversation."""
+    from transformers import AutoTokenizer
+    with open(os.path.join(mp, "chat_template.jinja"), "rb") as a, \
+            open(os.path.join(out, "chat_template.jinja"), "rb") as b:
+        assert a.read() == b.read()
+    tg, tw = AutoTokenizer.from_pretrained(mp), AutoTokenizer.from_pretrained(out)
+    assert tg.chat_template == tw.chat_template
+    assert tg.apply_chat_template(CHAT, tokenize=False) == tw.apply_chat_template(CHAT, tokenize=False)
+
+
+def test_chat_template_text(mounts, zoo, tmp_path):
+    """chat_template: Jinja text becomes the tokenizer's template, as in mergekit."""
+    text = (M.recipe("task_arithmetic_f32", zoo) +
+            "chat_template: \"{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}\"\n")
+    mp = mounts("chat_text", text)
+    out = str(tmp_path / "mk")
+    M.run_merge(text, out)
+    _chat_check(mp, out)
+
+
+def test_chat_template_auto(mounts, zoo, tmp_path):
+    """chat_template: auto takes the most common template of the models (read from
+    chat_template.jinja or tokenizer_config.json, whitespace stripped)."""
+    a = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    b = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+    dirs = {}
+    for name, where, tpl in (("base_bf16", "config", a), ("ft1_bf16", "jinja", b),
+                             ("ft2_bf16", "config", "\n  " + b + "\n")):
+        d = tmp_path / name
+        shutil.copytree(zoo[name], d)
+        if where == "jinja":
+            (d / "chat_template.jinja").write_text(tpl)
+        else:
+            cfg = json.loads((d / "tokenizer_config.json").read_text())
+            cfg["chat_template"] = tpl
+            (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+        dirs[name] = str(d)
+    text = (f"merge_method: task_arithmetic\nbase_model: {dirs['base_bf16']}\nmodels:\n"
+            f"  - model: {dirs['ft1_bf16']}\n    parameters: {{weight: 0.5}}\n"
+            f"  - model: {dirs['ft2_bf16']}\n    parameters: {{weight: 0.5}}\n"
+            "chat_template: auto\n")
+    mp = mounts("chat_auto", text)
+    out = str(tmp_path / "mk")
+    M.run_merge(text, out)
+    _chat_check(mp, out)
+    with open(os.path.join(mp, "chat_template.jinja")) as f:
+        assert f.read() == b
+    # the base's tokenizer_config.json had the key: it says the same
+    with open(os.path.join(mp, "tokenizer_config.json")) as f:
+        assert json.load(f)["chat_template"] == b
+
+
+@pytest.mark.parametrize("value,words", [
+    ("chatml", ["chatml", "not shipped", "template's text"]),
+    ("'{{ x }}'", ["not a Jinja template", "shorter than 20"]),
+])
+def test_chat_template_refused(zoo, tmp_path, binary, value, words):
+    refuse(tmp_path, M.recipe("task_arithmetic_f32", zoo) + f"chat_template: {value}\n", "chat_template", *words)
+
+
 # ---- mergekit's layout (--out-shard-size) ---------------------------------------------------
 
 @pytest.mark.parametrize("shard", [60000, 10 ** 9])
