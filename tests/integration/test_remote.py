@@ -511,6 +511,34 @@ def test_revision_tag_and_commit(M, emu, ref, fg, tmp_path):
     check_card(H.read_file(fm.path("README.md")).decode(), emu.commits["revs_b"])
 
 
+def test_recipe_with_hub_models(M, emu, fg, tmp_path):
+    """A mergekit recipe (--config) whose models are Hub ids (hf://, bare, @tag): the
+    mount equals the export of the same recipe over local copies, the vocabularies are
+    aligned from the remote tokenizer.json files, and the model card names the commits."""
+    env = make_env(str(tmp_path), emu)
+    base2 = str(tmp_path / "base2")
+    shutil.copytree(M.base.path, base2)
+    body = ("    parameters: {weight: 0.5}\n  - model: %s\n    parameters: {weight: 0.25}\n"
+            "tokenizer_source: union\ndtype: float32\n")
+    hub = str(tmp_path / "hub.yml")
+    with open(hub, "w") as f:
+        f.write("merge_method: task_arithmetic\nbase_model: hf://org/base\nmodels:\n"
+                "  - model: org/instruct\n" + body % "hf://org/revs@v1")
+    loc = str(tmp_path / "local.yml")
+    with open(loc, "w") as f:
+        f.write(f"merge_method: task_arithmetic\nbase_model: {M.base.path}\nmodels:\n"
+                f"  - model: {M.ins.path}\n" + body % base2)
+    out = str(tmp_path / "local-out")
+    r = rfs(["export", "--config", loc, out, "--quiet"], env)
+    assert r.returncode == 0, r
+    fm = fg("--config", hub, env=env, cwd=str(tmp_path))
+    for fn in os.listdir(out):
+        if fn not in ("README.md", "mergekit_config.yml"):
+            assert H.read_file(fm.path(fn)) == H.read_file(os.path.join(out, fn)), fn
+    check_card(H.read_file(fm.path("README.md")).decode(), "hf://org/base", "org/instruct",
+               emu.commits["base"], emu.commits["instruct"], emu.commits["revs_a"])
+
+
 @pytest.fixture(scope="module")
 def webroot(M, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("webroot"))
