@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokalign.h"
 #include "util.h"
 
 static const char *const tokenizer_files[] = {
@@ -122,21 +123,26 @@ int rfs_pb_add_config(struct rfs_build *b, int64_t vocab, int exact)
 	struct rfs_plan *p = b->p;
 	const struct rfs_src *base = p->src[0];
 	static const char *const k_vocab[] = { "vocab_size" };
+	static const char *const k_tvocab[] = { "text_config", "vocab_size" };
 	static const char *const k_tdt[] = { "torch_dtype" };
 	static const char *const k_dt[] = { "dtype" };
-	struct rfs_json_patch pt[3];
+	struct rfs_json_patch pt[4];
 	char vbuf[32], dbuf[32];
 	size_t n = 0, len;
 	char *out;
 
-	if (exact ? vocab >= 0 && vocab != base->vocab_size : vocab > base->vocab_size && base->vocab_size >= 0) {
+	/* a recipe's aligned vocabulary: also a multimodal config's text_config.vocab_size */
+	int64_t had = exact ? rfs_src_vocab_size(base) : base->vocab_size;
+
+	if (had >= 0 && (exact ? vocab >= 0 && vocab != had : vocab > had)) {
 		int ret;
 
 		snprintf(vbuf, sizeof(vbuf), "%lld", (long long)vocab);
 		pt[n++] = (struct rfs_json_patch){ k_vocab, 1, vbuf };
+		if (exact)
+			pt[n++] = (struct rfs_json_patch){ k_tvocab, 2, vbuf };
 		ret = rfs_pb_note(b, "vocabulary %s from %lld to %lld rows; config.json vocab_size follows",
-				  vocab > base->vocab_size ? "grows" : "shrinks", (long long)base->vocab_size,
-				  (long long)vocab);
+				  vocab > had ? "grows" : "shrinks", (long long)had, (long long)vocab);
 		if (ret)
 			return ret;
 	}

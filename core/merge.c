@@ -249,7 +249,14 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 		}
 		/* a vocabulary tensor of aligned vocabularies: rows by token (tokalign.h) */
 		vt = p->vmap && t->ndim >= 1 && t->shape[0] && rfs_is_vocab_tensor_name(t->name) &&
-		     (lay->vocab_size < 0 || t->shape[0] == (uint64_t)lay->vocab_size);
+		     (rfs_src_vocab_size(lay) < 0 || t->shape[0] == (uint64_t)rfs_src_vocab_size(lay));
+		if (p->vmap && !p->vmap->identity && t->ndim >= 1 &&
+		    rfs_looks_like_vocab_tensor(t->name, t->shape[0], rfs_src_vocab_size(lay))) {
+			ret = rfs_errf(b->err, RFS_E_SPEC,
+				       "%s: tensor '%s' has a row per token of %s's vocabulary, but is none of the vocabulary tensors residfs aligns by token: the vocabularies differ, and its rows cannot be merged as they are",
+				       r->path, t->name, lay->dir);
+			break;
+		}
 		for (k = 0; k < nm; k++) {
 			const struct rfs_src *ms = p->src[model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src];
 

@@ -1,13 +1,33 @@
 #include "strmap.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
+
+/* Keys come from untrusted files (tensor names, tokens): the hash is seeded
+ * with a secret of the process, so no input can be made to pile its keys
+ * into one run of slots (linear probing would then take quadratic time). */
+static uint64_t seed;
+static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
+
+static void seed_init(void)
+{
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		seed = XXH3_64bits_withSeed(&ts, sizeof(ts), (uint64_t)getpid() ^ (uint64_t)(uintptr_t)&ts);
+	}
+}
 
 static size_t slot_of(const struct rfs_strmap *m, const char *key)
 {
-	return (size_t)XXH3_64bits(key, strlen(key)) & (m->cap - 1);
+	return (size_t)XXH3_64bits_withSeed(key, strlen(key), seed) & (m->cap - 1);
 }
 
 static int grow(struct rfs_strmap *m)
@@ -44,6 +64,7 @@ enum rfs_put rfs_strmap_put(struct rfs_strmap *m, const char *key, void *val)
 {
 	size_t s;
 
+	pthread_once(&seed_once, seed_init); /* before any key is placed */
 	if ((m->count + 1) * 2 > m->cap && grow(m))
 		return RFS_PUT_NOMEM;
 	s = slot_of(m, key);

@@ -21,26 +21,48 @@
 #include "recipe.h"
 #include "strmap.h"
 #include "tokvocab.h"
+#include "tunables.h"
 #include "util.h"
 
-#define TOK_MAX_BYTES (512ull << 20) /* a tokenizer.json larger than this is refused */
-
-/* Reads the term @s's tokenizer.json (tokvocab.h) into @v, its text into *@text. */
+/* Reads the term @s's tokenizer.json (tokvocab.h) into @v and checks its
+ * tokenizer_config.json against it; the text into *@text when @text. */
 static int vocab_load(struct rfs_build *b, const struct rfs_src *s, struct rfs_tokvocab *v, char **text,
 		      size_t *len)
 {
 	struct rfs_bsrc *bs = NULL;
+	char *t = NULL, why[sizeof(b->err->msg)];
+	size_t n = 0;
 	int ret;
 
 	memset(v, 0, sizeof(*v));
 	ret = s->td->ops->open(s->td, "tokenizer.json", &bs, b->err);
-	if (ret)
+	if (ret) {
+		snprintf(why, sizeof(why), "%s", b->err->msg);
 		return rfs_errf(b->err, RFS_E_SPEC,
 				"%s: tokenizer_source aligns the vocabularies by token, and %s has no usable tokenizer.json (%s)",
-				b->p->recipe->path, s->dir, b->err->msg);
-	ret = rfs_bsrc_read_all(bs, TOK_MAX_BYTES, text, len, b->err);
+				b->p->recipe->path, s->dir, why);
+	}
+	ret = rfs_bsrc_read_all(bs, RFS_TUNE_MAX_JSON_FILE, &t, &n, b->err);
 	rfs_bsrc_close(bs);
-	return ret ? ret : rfs_tokvocab_parse(v, *text, *len, s->dir, s->vocab_size, b->err);
+	if (!ret)
+		ret = rfs_tokvocab_parse(v, t, n, s->dir, rfs_src_vocab_size(s), b->err);
+	if (text && !ret) {
+		*text = t;
+		*len = n;
+		t = NULL;
+	}
+	free(t);
+	if (!ret && s->td->ops->exists(s->td, "tokenizer_config.json")) {
+		bs = NULL;
+		ret = s->td->ops->open(s->td, "tokenizer_config.json", &bs, b->err);
+		if (!ret)
+			ret = rfs_bsrc_read_all(bs, RFS_TUNE_MAX_JSON_FILE, &t, &n, b->err);
+		rfs_bsrc_close(bs);
+		if (!ret)
+			ret = rfs_tokvocab_check_config(v, t, n, s->dir, b->err);
+		free(t);
+	}
+	return ret;
 }
 
 /* Token @tok's row in @v, or -1 when absent or padding. */
@@ -51,21 +73,23 @@ static int32_t row_of(const struct rfs_tokvocab *v, const char *tok)
 	return id >= 0 && (uint32_t)id < v->limit ? (int32_t)id : -1;
 }
 
-/* One {...} entry of tokenizer.json's added_tokens: @from's settings, or
- * those of transformers' add_tokens(str) for a plain token. */
-static void added_entry(struct rfs_buf *o, uint32_t id, const char *tok, const cJSON *from)
+/* One {...} entry of tokenizer.json's added_tokens with the settings
+ * @flags (RFS_TOK_*): a model's added token's, or for a plain token those
+ * of transformers' add_tokens(str) (normalized, not special). */
+static void added_entry(struct rfs_buf *o, uint32_t id, const char *tok, uint8_t flags)
 {
-	static const char *const flags[] = { "single_word", "lstrip", "rstrip", "normalized", "special" };
+	static const struct { const char *key; uint8_t bit; } fl[] = {
+		{ "single_word", RFS_TOK_SINGLE_WORD }, { "lstrip", RFS_TOK_LSTRIP }, { "rstrip", RFS_TOK_RSTRIP },
+		{ "normalized", RFS_TOK_NORMALIZED }, { "special", RFS_TOK_SPECIAL },
+	};
 	size_t i;
 
+	if (!(flags & RFS_TOK_ADDED))
+		flags = RFS_TOK_NORMALIZED;
 	rfs_buf_addf(o, "{\"id\": %u, \"content\": ", id);
 	rfs_buf_add_json_str_ascii(o, tok);
-	for (i = 0; i < sizeof(flags) / sizeof(*flags); i++) {
-		const cJSON *f = from ? cJSON_GetObjectItemCaseSensitive(from, flags[i]) : NULL;
-		int on = f ? cJSON_IsTrue(f) : !strcmp(flags[i], "normalized");
-
-		rfs_buf_addf(o, ", \"%s\": %s", flags[i], on ? "true" : "false");
-	}
+	for (i = 0; i < sizeof(fl) / sizeof(*fl); i++)
+		rfs_buf_addf(o, ", \"%s\": %s", fl[i].key, flags & fl[i].bit ? "true" : "false");
 	rfs_buf_adds(o, "}");
 }
 
@@ -75,7 +99,7 @@ static void added_entry(struct rfs_buf *o, uint32_t id, const char *tok, const c
  * add_tokens leaves them.
  */
 static int union_tokenizer(struct rfs_build *b, const char *text, size_t len, const char *const *tok,
-			   const cJSON *const *from, uint32_t first, uint32_t rows)
+			   const uint8_t *from, uint32_t first, uint32_t rows)
 {
 	static const char *const k_added[] = { "added_tokens" };
 	struct rfs_buf o = { 0 };
@@ -135,27 +159,32 @@ void rfs_vmap_free(struct rfs_vmap *v)
 }
 
 /* The output vocabulary: rows -> token (borrowed from the vocabularies),
- * and for union the added_tokens entry each appended token copies. */
+ * and for union the settings (RFS_TOK_*) each appended token copies. */
 struct outvoc {
 	const char **tok;
-	const cJSON **from;   /* per appended row (from row base_rows on) */
+	uint8_t *from;
 	uint32_t rows, cap, base_rows;
 	struct rfs_strmap has;
 };
 
-static int out_push(struct rfs_build *b, struct outvoc *ov, const char *tok, const cJSON *from)
+static int out_push(struct rfs_build *b, struct outvoc *ov, const char *tok, uint8_t from)
 {
 	if (rfs_strmap_get(&ov->has, tok))
 		return 0;
 	if (ov->rows == ov->cap) {
 		size_t ncap = ov->cap ? 2 * (size_t)ov->cap : 1024;
-		const char **nt = realloc(ov->tok, ncap * sizeof(*nt));
-		const cJSON **nf;
+		const char **nt;
+		uint8_t *nf;
 
-		if (nt)
-			ov->tok = nt;
-		nf = nt ? realloc(ov->from, ncap * sizeof(*nf)) : NULL;
-		if (!nf || ncap > 2 * (size_t)RFS_TOKVOCAB_MAX_ID)
+		if (ncap > (size_t)RFS_RECIPE_MAX_MODELS * 2 * RFS_TOKVOCAB_MAX_ID)
+			return rfs_errf(b->err, RFS_E_SPEC, "%s: tokenizer_source: more than %u tokens in all",
+					b->p->recipe->path, (unsigned)(ncap / 2));
+		nt = realloc(ov->tok, ncap * sizeof(*nt));
+		if (!nt)
+			return rfs_pb_nomem(b);
+		ov->tok = nt;
+		nf = realloc(ov->from, ncap);
+		if (!nf)
 			return rfs_pb_nomem(b);
 		ov->from = nf;
 		ov->cap = (uint32_t)ncap;
@@ -179,17 +208,18 @@ static int union_vocab(struct rfs_build *b, struct rfs_tokvocab *vs, unsigned n,
 	uint32_t id;
 	int ret = 0;
 
+	/* an empty token is skipped, as transformers' add_tokens skips it */
 	for (s = 0; s < n && !ret; s++)
 		for (id = 0; id < vs[s].limit && !ret; id++)
-			if (vs[s].tok[id] && !vs[s].added[id])
-				ret = out_push(b, &plain, vs[s].tok[id], NULL);
+			if (vs[s].tok[id] && *vs[s].tok[id] && !(vs[s].flags[id] & RFS_TOK_ADDED))
+				ret = out_push(b, &plain, vs[s].tok[id], 0);
 	for (s = 0; s < n && !ret; s++)
 		for (id = 0; id < vs[s].limit && !ret; id++)
-			if (vs[s].tok[id] && vs[s].added[id])
-				ret = out_push(b, &added, vs[s].tok[id], vs[s].added[id]);
+			if (vs[s].tok[id] && (vs[s].flags[id] & RFS_TOK_ADDED))
+				ret = out_push(b, &added, vs[s].tok[id], vs[s].flags[id]);
 	for (id = 0; id < plain.rows && !ret; id++)
 		if (!rfs_strmap_get(&added.has, plain.tok[id]) && rfs_tokvocab_id(&vs[0], plain.tok[id]) < 0)
-			ret = out_push(b, ov, plain.tok[id], NULL);
+			ret = out_push(b, ov, plain.tok[id], 0);
 	for (id = 0; id < added.rows && !ret; id++)
 		if (rfs_tokvocab_id(&vs[0], added.tok[id]) < 0)
 			ret = out_push(b, ov, added.tok[id], added.from[id]);
@@ -217,7 +247,7 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 
 	memset(vs, 0, sizeof(vs));
 	for (s = 0; s < nsrc && !ret; s++)
-		ret = vocab_load(b, p->src[s], &vs[s], &text[s], &tlen[s]);
+		ret = vocab_load(b, p->src[s], &vs[s], !s && r->tokenizer_union ? &text[s] : NULL, &tlen[s]);
 	if (ret)
 		goto out;
 	/* the output's first rows: the base's ids (or the source model's), a token each, none missing */
@@ -234,7 +264,7 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 				       "%s: tokenizer_source: the tokenizer of %s has no token at id %u (below its largest, %u): its ids are not rows",
 				       r->path, p->src[src0]->dir, id, vs[src0].end - 1);
 		else
-			ret = out_push(b, &ov, vs[src0].tok[id], NULL);
+			ret = out_push(b, &ov, vs[src0].tok[id], 0);
 	if (!ret && !ov.rows)
 		ret = rfs_errf(b->err, RFS_E_SPEC, "%s: tokenizer_source: the tokenizer of %s has no tokens", r->path,
 			       p->src[src0]->dir);
@@ -338,6 +368,8 @@ int rfs_is_vocab_tensor_name(const char *name)
 		"model.embed_tokens.weight", "lm_head.weight", "embed_tokens.weight",
 		"decoder.embed_tokens.weight", "encoder.embed_tokens.weight",
 		"model.language_model.embed_tokens.weight", "shared.weight", "backbone.embeddings.weight",
+		"language_model.model.embed_tokens.weight", "language_model.lm_head.weight",
+		"model.language_model.lm_head.weight", "cls.predictions.decoder.weight", "layers.0.wte.weight",
 		"bert.embeddings.word_embeddings.weight", "cls.predictions.bias",
 		"distilbert.embeddings.word_embeddings.weight", "embed_out.weight",
 		"embeddings.word_embeddings.weight", "gpt_neox.embed_in.weight", "lm_head.bias",
@@ -353,4 +385,34 @@ int rfs_is_vocab_tensor_name(const char *name)
 		if (!strcmp(name, names[i]))
 			return 1;
 	return 0;
+}
+
+int rfs_looks_like_vocab_tensor(const char *name, uint64_t rows, int64_t vocab)
+{
+	static const char *const words[] = { "embed", "wte", "lm_head", "word", "vocab", "tok", "output",
+					     "decoder", "shared", "linear", "head", "logit", "classifier" };
+	size_t i;
+
+	if (vocab < 1 || rows != (uint64_t)vocab || rfs_is_vocab_tensor_name(name))
+		return 0;
+	for (i = 0; i < sizeof(words) / sizeof(*words); i++)
+		if (strstr(name, words[i]))
+			return 1;
+	return 0;
+}
+
+int64_t rfs_src_vocab_size(const struct rfs_src *s)
+{
+	cJSON *j, *v;
+	int64_t n = -1;
+
+	if (s->vocab_size >= 0)
+		return s->vocab_size;
+	j = cJSON_ParseWithLength(s->config, s->config_len);
+	v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "text_config"), "vocab_size");
+	if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < 2147483648.0 &&
+	    v->valuedouble == (double)(int64_t)v->valuedouble)
+		n = (int64_t)v->valuedouble;
+	cJSON_Delete(j);
+	return n;
 }

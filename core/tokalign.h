@@ -52,6 +52,16 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 /** 1 when tensor @name is a vocabulary tensor (rows by token) of mergekit's architectures. */
 int rfs_is_vocab_tensor_name(const char *name);
 
+/**
+ * 1 when tensor @name, with @rows rows, is not one rfs_is_vocab_tensor_name
+ * knows but looks like one (a name of embeddings or heads, as many rows as
+ * its model's vocabulary of @vocab): aligning by token cannot be done for it.
+ */
+int rfs_looks_like_vocab_tensor(const char *name, uint64_t rows, int64_t vocab);
+
+/** The vocab_size of term @s's config.json: the top level's, else text_config's; -1 when none. */
+int64_t rfs_src_vocab_size(const struct rfs_src *s);
+
 /** Frees @v (NULL accepted). */
 void rfs_vmap_free(struct rfs_vmap *v);
 

@@ -1,19 +1,57 @@
 /*
  * A tokenizer.json's vocabulary (tokvocab.h): untrusted input, read with
- * cJSON and checked entry by entry.
+ * cJSON, checked entry by entry, and kept as plain strings.
  */
 #include "tokvocab.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Token strings, copied out of the parsed tree: chunks that never move. */
+struct rfs_tokchunk {
+	struct rfs_tokchunk *next;
+	size_t used, size;
+	char data[];
+};
+
+#define CHUNK_BYTES (1u << 20)
+
+static const char *keep(struct rfs_tokvocab *v, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	struct rfs_tokchunk *c = v->chunks;
+	char *o;
+
+	if (!c || c->size - c->used < n) {
+		size_t sz = n > CHUNK_BYTES ? n : CHUNK_BYTES;
+
+		c = malloc(sizeof(*c) + sz);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->size = sz;
+		c->next = v->chunks;
+		v->chunks = c;
+	}
+	o = c->data + c->used;
+	memcpy(o, s, n);
+	c->used += n;
+	return o;
+}
+
 void rfs_tokvocab_release(struct rfs_tokvocab *v)
 {
+	struct rfs_tokchunk *c, *n;
+
 	rfs_strmap_release(&v->ids);
 	free(v->tok);
-	free(v->added);
-	cJSON_Delete(v->root);
+	free(v->flags);
+	for (c = v->chunks; c; c = n) {
+		n = c->next;
+		free(c);
+	}
 	memset(v, 0, sizeof(*v));
 }
 
@@ -24,105 +62,300 @@ long rfs_tokvocab_id(const struct rfs_tokvocab *v, const char *tok)
 	return x ? (long)((uintptr_t)x - 1) : -1;
 }
 
-/* Records @tok at @id (the first claim of a token wins: added tokens come
- * first); a plain token listed twice is refused.  Several tokens may share
- * an id (an added token over a plain one): the row is the first's. */
-static int vocab_put(struct rfs_err *err, struct rfs_tokvocab *v, const char *dir, const char *tok, double idv,
-		     const cJSON *added)
+/* @t for a message: printable ASCII as it is, other bytes as \xNN, at most
+ * about 60 characters. */
+static const char *shown(const char *t, char *buf, size_t len)
 {
-	uint32_t id;
+	size_t o = 0;
 
-	if (!(idv >= 0 && idv < RFS_TOKVOCAB_MAX_ID) || idv != (double)(uint32_t)idv)
-		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: token '%.60s' has id %g (not a whole number below %u)",
-				dir, tok, idv, RFS_TOKVOCAB_MAX_ID);
-	id = (uint32_t)idv;
-	if (id >= v->cap) {
-		size_t ncap = v->cap ? v->cap : 1024;
-		const char **nt;
-		const cJSON **na;
+	for (; *t && o + 8 < len && o < 60; t++) {
+		unsigned char c = (unsigned char)*t;
 
-		while (ncap <= id)
-			ncap *= 2;
-		nt = realloc(v->tok, ncap * sizeof(*nt));
-		if (nt)
-			v->tok = nt;
-		na = nt ? realloc(v->added, ncap * sizeof(*na)) : NULL;
-		if (!na)
-			return rfs_errf(err, RFS_E_NOMEM, "out of memory reading %s/tokenizer.json", dir);
-		v->added = na;
-		memset(v->tok + v->cap, 0, (ncap - v->cap) * sizeof(*nt));
-		memset(v->added + v->cap, 0, (ncap - v->cap) * sizeof(*na));
-		v->cap = (uint32_t)ncap;
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			buf[o++] = (char)c;
+		else
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
 	}
-	switch (rfs_strmap_put(&v->ids, tok, (void *)(uintptr_t)(id + 1))) {
-	case RFS_PUT_NOMEM:
-		return rfs_errf(err, RFS_E_NOMEM, "out of memory reading %s/tokenizer.json", dir);
-	case RFS_PUT_EXISTS:
-		if (!added && !v->added[rfs_tokvocab_id(v, tok)])
-			return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: token '%.60s' is listed twice", dir, tok);
-		return 0; /* an added token that is also in the model's vocabulary: the added id */
-	case RFS_PUT_NEW:
-		break;
+	if (*t && o + 4 < len)
+		memcpy(buf + o, "...", 4);
+	else
+		buf[o] = 0;
+	return buf;
+}
+
+static int nomem(struct rfs_err *err, const char *dir)
+{
+	return rfs_errf(err, RFS_E_NOMEM, "out of memory reading %s/tokenizer.json", dir);
+}
+
+/* Room for id @id in the tables. */
+static int grow(struct rfs_tokvocab *v, uint32_t id)
+{
+	size_t ncap = v->cap ? v->cap : 1024;
+	const char **nt;
+	uint8_t *nf;
+
+	if (id < v->cap)
+		return 0;
+	while (ncap <= id)
+		ncap *= 2;
+	nt = realloc(v->tok, ncap * sizeof(*nt));
+	if (!nt)
+		return -1;
+	v->tok = nt;
+	nf = realloc(v->flags, ncap);
+	if (!nf)
+		return -1;
+	v->flags = nf;
+	memset(v->tok + v->cap, 0, (ncap - v->cap) * sizeof(*nt));
+	memset(v->flags + v->cap, 0, ncap - v->cap);
+	v->cap = (uint32_t)ncap;
+	return 0;
+}
+
+/* Records a new token @tok (a copy) at @id: the id's token when it has none yet. */
+static int put(struct rfs_err *err, struct rfs_tokvocab *v, const char *dir, const char *tok, uint32_t id,
+	       int *exists)
+{
+	const char *k;
+
+	*exists = 0;
+	if (rfs_strmap_get(&v->ids, tok)) {
+		*exists = 1;
+		return 0;
 	}
-	if (!v->tok[id]) { /* a row's token: the first that claims the id (added ones come first) */
-		v->tok[id] = tok;
-		v->added[id] = added;
-	}
+	if (grow(v, id) || !(k = keep(v, tok)) || rfs_strmap_put(&v->ids, k, (void *)(uintptr_t)(id + 1)) != RFS_PUT_NEW)
+		return nomem(err, dir);
+	if (!v->tok[id])
+		v->tok[id] = k;
 	if (id >= v->end)
 		v->end = id + 1;
+	return 0;
+}
+
+/* The name of a key @obj has twice, or NULL. */
+static const char *dup_key(const cJSON *obj)
+{
+	const cJSON *a, *b;
+
+	for (a = obj ? obj->child : NULL; a; a = a->next)
+		for (b = a->next; b; b = b->next)
+			if (a->string && b->string && !strcmp(a->string, b->string))
+				return a->string;
+	return NULL;
+}
+
+/* 1 when the JSON text has an escaped NUL (\u0000) in a string: cJSON would cut the string there. */
+static int has_nul_escape(const char *t, size_t len)
+{
+	size_t i, run = 0;
+
+	for (i = 0; i < len; i++) {
+		if (t[i] == '\\') {
+			run++;
+			continue;
+		}
+		if (run % 2 && t[i] == 'u' && i + 4 < len && t[i + 1] == '0' && t[i + 2] == '0' && t[i + 3] == '0' &&
+		    t[i + 4] == '0')
+			return 1;
+		run = 0;
+	}
+	return 0;
+}
+
+static int is_whole(double x)
+{
+	return x >= 0 && x < RFS_TOKVOCAB_MAX_ID && x == (double)(uint32_t)x;
+}
+
+/* The model's vocabulary: an object of token -> id, or Unigram's list. */
+static int model_vocab(struct rfs_tokvocab *v, const cJSON *voc, const char *dir, uint32_t *size,
+		       struct rfs_err *err)
+{
+	const cJSON *it;
+	char b1[96];
+	uint32_t n = 0;
+	int ret, exists;
+
+	if (!cJSON_IsObject(voc) && !cJSON_IsArray(voc))
+		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: no model.vocab to align by", dir);
+	cJSON_ArrayForEach(it, voc) {
+		const cJSON *piece = cJSON_IsArray(voc) ? cJSON_GetArrayItem(it, 0) : it;
+		const char *tok = cJSON_IsArray(voc) ? (cJSON_IsString(piece) ? piece->valuestring : NULL) : it->string;
+		double id = cJSON_IsArray(voc) ? n : cJSON_IsNumber(it) ? it->valuedouble : -1;
+
+		if (!tok)
+			return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: model.vocab[%u] is not [piece, score]", dir,
+					n);
+		if (!is_whole(id))
+			return rfs_errf(err, RFS_E_FORMAT,
+					"%s/tokenizer.json: model.vocab: token '%s' has id %s (not a whole number below %u)",
+					dir, shown(tok, b1, sizeof(b1)), cJSON_IsNumber(it) ? "out of range" : "not a number",
+					RFS_TOKVOCAB_MAX_ID);
+		if ((ret = put(err, v, dir, tok, (uint32_t)id, &exists)))
+			return ret;
+		if (exists)
+			return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: model.vocab: token '%s' is listed twice", dir,
+					shown(tok, b1, sizeof(b1)));
+		n++;
+	}
+	*size = n;
+	return 0;
+}
+
+/* added_tokens, as `tokenizers` adds them on load (tokvocab.h). */
+static int added_tokens(struct rfs_tokvocab *v, const cJSON *added, const char *dir, uint32_t model_size,
+			struct rfs_err *err)
+{
+	static const struct { const char *key; uint8_t bit; } fl[] = {
+		{ "single_word", RFS_TOK_SINGLE_WORD }, { "lstrip", RFS_TOK_LSTRIP }, { "rstrip", RFS_TOK_RSTRIP },
+		{ "normalized", RFS_TOK_NORMALIZED }, { "special", RFS_TOK_SPECIAL },
+	};
+	const cJSON *it;
+	char b1[96];
+	long max_added = -1;
+	int ret, exists;
+
+	if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
+		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: added_tokens is not a list", dir);
+	if (!cJSON_IsArray(added))
+		return 0;
+	cJSON_ArrayForEach(it, added) {
+		const cJSON *idv = cJSON_GetObjectItemCaseSensitive(it, "id");
+		const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
+		long id;
+		size_t k;
+
+		if (!cJSON_IsNumber(idv) || !cJSON_IsString(content))
+			return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: an added token without an id or content", dir);
+		if (!*content->valuestring)
+			continue; /* tokenizers skips an empty one */
+		id = rfs_tokvocab_id(v, content->valuestring);
+		if (id < 0)
+			id = max_added >= (long)model_size ? max_added + 1 : (long)model_size;
+		if (!is_whole((double)id) || idv->valuedouble != (double)id)
+			return rfs_errf(err, RFS_E_FORMAT,
+					"%s/tokenizer.json: added token '%s' says id %g, but a tokenizer loading this file gives it id %ld",
+					dir, shown(content->valuestring, b1, sizeof(b1)), idv->valuedouble, id);
+		if ((ret = put(err, v, dir, content->valuestring, (uint32_t)id, &exists)))
+			return ret;
+		if (id > max_added)
+			max_added = id;
+		v->flags[id] = RFS_TOK_ADDED;
+		for (k = 0; k < sizeof(fl) / sizeof(*fl); k++) {
+			const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, fl[k].key);
+
+			/* absent: what tokenizers assumes (normalized: not for a special token) */
+			if (f ? cJSON_IsTrue(f) : fl[k].bit == RFS_TOK_NORMALIZED &&
+						     !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "special")))
+				v->flags[id] |= fl[k].bit;
+		}
+	}
 	return 0;
 }
 
 enum rfs_code rfs_tokvocab_parse(struct rfs_tokvocab *v, const char *text, size_t len, const char *dir,
 				 int64_t vocab_size, struct rfs_err *err)
 {
-	const cJSON *model, *voc, *it, *added;
+	cJSON *root;
+	const cJSON *model;
+	const char *dup;
+	uint32_t model_size = 0;
 	int ret;
 
 	memset(v, 0, sizeof(*v));
-	v->root = cJSON_ParseWithLength(text, len);
-	if (!cJSON_IsObject(v->root))
+	if (has_nul_escape(text, len))
+		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: a string with a NUL character (\\u0000)", dir);
+	root = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
 		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: not a JSON object", dir);
-	added = cJSON_GetObjectItemCaseSensitive(v->root, "added_tokens");
-	if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
-		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: added_tokens is not a list", dir);
-	if (!cJSON_IsArray(added))
-		added = NULL;
-	cJSON_ArrayForEach(it, added) {
-		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-		const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-
-		if (!cJSON_IsNumber(id) || !cJSON_IsString(content))
-			return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: an added token without an id or content",
-					dir);
-		if ((ret = vocab_put(err, v, dir, content->valuestring, id->valuedouble, it)))
-			return ret;
 	}
-	model = cJSON_GetObjectItemCaseSensitive(v->root, "model");
-	voc = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-	if (cJSON_IsObject(voc)) {
-		cJSON_ArrayForEach(it, voc) {
-			if (!cJSON_IsNumber(it))
-				return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: model.vocab['%.60s'] is not a number",
-						dir, it->string);
-			if ((ret = vocab_put(err, v, dir, it->string, it->valuedouble, NULL)))
-				return ret;
-		}
-	} else if (cJSON_IsArray(voc)) {
-		double i = 0;
+	model = cJSON_GetObjectItemCaseSensitive(root, "model");
+	if ((dup = dup_key(root)) || (dup = dup_key(cJSON_IsObject(model) ? model : NULL))) {
+		char b1[96];
 
-		cJSON_ArrayForEach(it, voc) {
-			const cJSON *piece = cJSON_GetArrayItem(it, 0);
-
-			if (!cJSON_IsString(piece))
-				return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: model.vocab[%.0f] is not [piece, score]",
-						dir, i);
-			if ((ret = vocab_put(err, v, dir, piece->valuestring, i++, NULL)))
-				return ret;
-		}
+		ret = rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: key '%s' is given twice", dir,
+			       shown(dup, b1, sizeof(b1)));
 	} else {
-		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: no model.vocab to align by", dir);
+		ret = model_vocab(v, cJSON_GetObjectItemCaseSensitive(model, "vocab"), dir, &model_size, err);
 	}
+	if (!ret)
+		ret = added_tokens(v, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), dir, model_size, err);
+	cJSON_Delete(root);
+	if (ret)
+		return ret;
 	v->limit = vocab_size >= 0 && (uint64_t)vocab_size < v->end ? (uint32_t)vocab_size : v->end;
 	return 0;
+}
+
+/* The content of a special token value: a string, or {"content": ...}. */
+static const char *token_content(const cJSON *x)
+{
+	if (cJSON_IsString(x))
+		return x->valuestring;
+	x = cJSON_GetObjectItemCaseSensitive(x, "content");
+	return cJSON_IsString(x) ? x->valuestring : NULL;
+}
+
+enum rfs_code rfs_tokvocab_check_config(const struct rfs_tokvocab *v, const char *text, size_t len,
+					const char *dir, struct rfs_err *err)
+{
+	static const char *const keys[] = { "bos_token", "eos_token", "unk_token", "sep_token",
+					    "pad_token", "cls_token", "mask_token" };
+	cJSON *root = cJSON_ParseWithLength(text, len);
+	const cJSON *it;
+	const char *missing = NULL, *key = NULL;
+	char b1[96];
+	long want = -1, got = -1;
+	size_t i;
+	int ret = 0;
+
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer_config.json: not a JSON object", dir);
+	}
+	for (i = 0; i < sizeof(keys) / sizeof(*keys) && !missing; i++) {
+		const char *c = token_content(cJSON_GetObjectItemCaseSensitive(root, keys[i]));
+
+		if (c && *c && rfs_tokvocab_id(v, c) < 0)
+			missing = c, key = keys[i];
+	}
+	for (i = 0; i < 2 && !missing; i++) {
+		key = i ? "extra_special_tokens" : "additional_special_tokens";
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, key)) {
+			const char *c = token_content(it);
+
+			if (c && *c && rfs_tokvocab_id(v, c) < 0) {
+				missing = c;
+				break;
+			}
+		}
+	}
+	if (!missing) {
+		key = "added_tokens_decoder";
+		cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, key)) {
+			const char *c = token_content(it);
+			char *end;
+
+			if (!c || !*c || !it->string)
+				continue;
+			want = strtol(it->string, &end, 10);
+			got = rfs_tokvocab_id(v, c);
+			if (got < 0 || *end || want != got) {
+				missing = c;
+				break;
+			}
+		}
+	}
+	if (missing && got >= 0 && !strcmp(key, "added_tokens_decoder"))
+		ret = rfs_errf(err, RFS_E_FORMAT,
+			       "%s/tokenizer_config.json: added_tokens_decoder puts '%s' at id %ld, but tokenizer.json has it at %ld",
+			       dir, shown(missing, b1, sizeof(b1)), want, got);
+	else if (missing)
+		ret = rfs_errf(err, RFS_E_FORMAT,
+			       "%s/tokenizer_config.json: %s names '%s', which tokenizer.json lacks (transformers would add it when loading, at an id of its own): add it to tokenizer.json",
+			       dir, key, shown(missing, b1, sizeof(b1)));
+	cJSON_Delete(root);
+	return ret;
 }

@@ -10,8 +10,11 @@
  *     file;
  *   - on success: end <= cap, every id below end and no more than
  *     RFS_TOKVOCAB_MAX_ID; limit = min(vocab_size, end) (end without one);
- *     every id's token maps back to that id; every token an id holds is
- *     found; an added entry only where a token is;
+ *     every id's token maps back to that id and is not empty unless it is
+ *     a plain token; flags only where a token is, settings only on added
+ *     tokens; nothing past end;
+ *   - rfs_tokvocab_check_config on the same text (as a tokenizer_config.json)
+ *     either passes or fails with RFS_E_FORMAT naming the file;
  *   - release leaves an empty vocabulary.
  *
  * By hand (from the repository root): tests/fuzz/build.sh, then
@@ -48,16 +51,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      v.limit, (long long)vs, v.end);
 		for (id = 0; id < v.end; id++) {
 			if (!v.tok[id]) {
-				CHECK(!v.added[id], "id %u: an added entry without a token", id);
+				CHECK(!v.flags[id], "id %u: flags without a token", id);
 				continue;
 			}
 			CHECK(rfs_tokvocab_id(&v, v.tok[id]) == (long)id, "id %u's token maps to %ld", id,
 			      rfs_tokvocab_id(&v, v.tok[id]));
+			CHECK((v.flags[id] & RFS_TOK_ADDED) || v.flags[id] == 0, "id %u: settings on a plain token",
+			      id);
+			CHECK(!(v.flags[id] & RFS_TOK_ADDED) || v.tok[id][0], "id %u: an empty added token", id);
 		}
 		for (id = v.end; id < v.cap; id++)
-			CHECK(!v.tok[id] && !v.added[id], "id %u past end %u holds a token", id, v.end);
+			CHECK(!v.tok[id] && !v.flags[id], "id %u past end %u holds a token", id, v.end);
+		ret = rfs_tokvocab_check_config(&v, text, size - 1, "fuzz", &err);
+		CHECK(!ret || (ret == RFS_E_FORMAT && strstr(err.msg, "fuzz/tokenizer_config.json")),
+		      "check_config: code %d, message '%s'", ret, err.msg);
 	}
 	rfs_tokvocab_release(&v);
-	CHECK(!v.root && !v.tok && !v.added && !v.end && !v.cap && !v.ids.count, "release left something behind");
+	CHECK(!v.tok && !v.flags && !v.chunks && !v.end && !v.cap && !v.ids.count, "release left something behind");
 	return 0;
 }

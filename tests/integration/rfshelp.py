@@ -248,7 +248,9 @@ def llama_config(vocab, hidden, inter, layers, kv, tied, dtype, extra=None):
 
 def tokenizer_files(flavour, vocab):
     """Small but plausible tokenizer files; @flavour makes base and instruct differ."""
-    vocab_map = {f"tok{i}": i for i in range(vocab)}
+    # the specials are the first three ids of the model's vocabulary, as tokenizers saves them
+    vocab_map = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab_map.update({f"tok{i}": i for i in range(3, vocab)})
     tok = {
         "version": "1.0",
         "truncation": None,

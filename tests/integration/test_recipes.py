@@ -318,7 +318,7 @@ def test_tokenizer_source_with_one_vocabulary(zoo, tmp_path):
 
 def _permuted_vocab_model(zoo, root, name, new_words, seed):
     """A fine-tune of the base whose tokenizer orders the words differently: the
-    specials and tok0..tok2 at 0..2, tok3..tok511 in reverse, then @new_words; its
+    specials at 0..2, tok3..tok511 in reverse, then @new_words; its
     vocabulary rows are the base's rows of the same words plus noise, new rows random."""
     rng = np.random.default_rng(seed)
     b = load(zoo["base"])
@@ -334,7 +334,8 @@ def _permuted_vocab_model(zoo, root, name, new_words, seed):
     cfg = H.llama_config(V + len(new_words), 64, 128, LAYERS, 32, False, "BF16")
     path = H.write_model(os.path.join(root, name), tensors, cfg, nshards=1, flavour="base").path
     tj = json.load(open(os.path.join(path, "tokenizer.json")))
-    vocab = {f"tok{order[i]}": i for i in range(V)}
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"tok{order[i]}": i for i in range(3, V)})
     vocab.update({w: V + i for i, w in enumerate(new_words)})
     tj["model"]["vocab"] = vocab
     with open(os.path.join(path, "tokenizer.json"), "w") as f:
@@ -342,15 +343,39 @@ def _permuted_vocab_model(zoo, root, name, new_words, seed):
     return path, order
 
 
-def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter):
+def _mm_name(n):
+    """A Llama tensor's name in a multimodal checkpoint's language model (Gemma-3 style)."""
+    return "language_model." + n
+
+
+def _as_multimodal(src, dst):
+    """@src rewritten as a multimodal checkpoint's language model: tensors under
+    language_model., the vocabulary size only in config.json's text_config."""
+    t = load(src)
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    tensors = {_mm_name(n): H.T.from_f32("BF16", list(a.shape), f32(a)) for n, a in t.items()}
+    cfg["text_config"] = {"vocab_size": cfg.pop("vocab_size"), "model_type": "llama"}
+    path = H.write_model(dst, tensors, cfg, nshards=1, flavour="base").path
+    shutil.copy(os.path.join(src, "tokenizer.json"), os.path.join(path, "tokenizer.json"))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["llama", "multimodal"])
+def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter, layout):
     """tokenizer_source: union over a model whose tokenizer moves every word and adds
     four: the base's ids first, the new words appended; each model's rows taken by
-    token; a row a model lacks is the only model's that has it (docs/merges.md)."""
+    token; a row a model lacks is the only model's that has it (docs/merges.md).  The
+    same with the names and config of a multimodal checkpoint (language_model.*,
+    text_config.vocab_size)."""
     new = ["new0", "new1", "new2", "new3"]
     m3, order = _permuted_vocab_model(zoo, str(tmp_path), "m3", new, 5)
-    text = (f"merge_method: task_arithmetic\nbase_model: {zoo['base']}\nmodels:\n"
-            f"  - model: {zoo['m1']}\n    parameters: {{weight: 0.7}}\n"
-            f"  - model: {m3}\n    parameters: {{weight: 0.4}}\n"
+    dirs = {"base": zoo["base"], "m1": zoo["m1"], "m3": m3}
+    name = (lambda n: n) if layout == "llama" else _mm_name
+    if layout == "multimodal":
+        dirs = {k: _as_multimodal(d, str(tmp_path / f"mm-{k}")) for k, d in dirs.items()}
+    text = (f"merge_method: task_arithmetic\nbase_model: {dirs['base']}\nmodels:\n"
+            f"  - model: {dirs['m1']}\n    parameters: {{weight: 0.7}}\n"
+            f"  - model: {dirs['m3']}\n    parameters: {{weight: 0.4}}\n"
             "tokenizer_source: union\ndtype: float32\nout_dtype: bfloat16\n")
     got, _ = merged(tmp_path, text, mounter)
     b, m1, x3 = load(zoo["base"]), load(zoo["m1"]), load(m3)
@@ -367,7 +392,14 @@ def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter):
             x1 = np.concatenate([x1.reshape(V, h), y[V:]]).ravel()
             y = yp.ravel()
         want = H.f32_to_bf16((bb + (F32(0.7) * (x1 - bb) + F32(0.4) * (y - bb))).astype(F32))
-        assert got[n].size == want.size and (got[n].view(np.uint16).ravel() == want).all(), n
+        g = got[name(n)]
+        assert g.size == want.size and (g.view(np.uint16).ravel() == want).all(), n
+    if layout == "multimodal":
+        out = str(tmp_path / "out")
+        export(["--config", write(tmp_path, text, "u.yml")], out)
+        cfg = json.load(open(os.path.join(out, "config.json")))
+        assert cfg["text_config"]["vocab_size"] == V + len(new) and "vocab_size" not in cfg, cfg
+        return
     out = str(tmp_path / "out")
     export(["--config", write(tmp_path, text, "u.yml")], out)
     assert json.load(open(os.path.join(out, "config.json")))["vocab_size"] == V + len(new)
@@ -385,6 +417,10 @@ def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter):
     (lambda t: t["model"]["vocab"].update({"big": 2 ** 40}), ["big", "whole number"]),
     (lambda t: t["added_tokens"].append({"id": 3}), ["added token without an id or content"]),
     (lambda t: t.update({"added_tokens": {"a": 1}}), ["added_tokens is not a list"]),
+    # ids that tokenizers would not give: the file's rows would not be its tokens
+    (lambda t: t["added_tokens"].append({"id": 700, "content": "<x>"}), ["'<x>' says id 700", "gives it id 512"]),
+    (lambda t: t["added_tokens"].append({"id": 3, "content": "tok9"}), ["'tok9' says id 3", "gives it id 9"]),
+    (lambda t: t["model"]["vocab"].update({"a\u0000b": 600}), ["NUL"]),
 ])
 def test_tokenizer_source_hostile_tokenizers(zoo, tmp_path, refuser, mutate, names):
     """A model's tokenizer.json is read only to align by: anything malformed is refused
@@ -400,18 +436,56 @@ def test_tokenizer_source_hostile_tokenizers(zoo, tmp_path, refuser, mutate, nam
     refuser.refuse("--config", cfg, names=[m + "/tokenizer.json"] + names)
 
 
+@pytest.mark.parametrize("cfg_update,names", [
+    ({"pad_token": "<pad>"}, ["pad_token", "'<pad>'", "tokenizer.json lacks"]),
+    ({"additional_special_tokens": ["<|im_start|>"]}, ["additional_special_tokens", "<|im_start|>"]),
+    ({"added_tokens_decoder": {"5": {"content": "<s>", "special": True}}},
+     ["added_tokens_decoder puts '<s>' at id 5", "at 1"]),
+])
+def test_tokenizer_config_special_tokens_checked(zoo, tmp_path, refuser, cfg_update, names):
+    """Special tokens that tokenizer_config.json names and tokenizer.json lacks would be
+    added by transformers at load, at ids of its own: such a model is refused."""
+    m = str(tmp_path / "m")
+    shutil.copytree(zoo["m2"], m)
+    cfg = json.load(open(os.path.join(m, "tokenizer_config.json")))
+    cfg.update(cfg_update)
+    with open(os.path.join(m, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f)
+    text = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "tokenizer_source: union\n")
+    refuser.refuse("--config", write(tmp_path, text.replace(zoo["m2"], m)),
+                   names=[m + "/tokenizer_config.json"] + names)
+
+
+def test_unknown_vocabulary_tensor_refused(zoo, tmp_path, refuser):
+    """A tensor with a row per token that residfs does not know to align (here
+    'model.output_proj.weight') is refused when the vocabularies differ, never merged
+    row for row."""
+    m3, _ = _permuted_vocab_model(zoo, str(tmp_path), "m3", ["new0"], 6)
+    dirs = {}
+    for k, d in (("base", zoo["base"]), ("m3", m3)):
+        t = {n: H.T.from_f32("BF16", list(a.shape), f32(a)) for n, a in load(d).items()}
+        V = t["model.embed_tokens.weight"].shape[0]
+        t["model.output_proj.weight"] = H.T.from_f32("BF16", [V, 8], np.zeros(V * 8, F32))
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        dirs[k] = H.write_model(str(tmp_path / f"x-{k}"), t, cfg, nshards=1, flavour="base").path
+        shutil.copy(os.path.join(d, "tokenizer.json"), os.path.join(dirs[k], "tokenizer.json"))
+    text = (f"merge_method: task_arithmetic\nbase_model: {dirs['base']}\nmodels:\n"
+            f"  - model: {dirs['m3']}\n    parameters: {{weight: 0.5}}\ntokenizer_source: union\n")
+    refuser.refuse("--config", write(tmp_path, text), names=["model.output_proj.weight", "row per token"])
+
+
 def test_tokenizer_source_base_with_padding_tokens(zoo, tmp_path, refuser):
     """A base whose tokenizer has tokens past its config's vocab_size: mergekit strips
     them from its tokenizer; residfs refuses, saying so."""
     bdir = str(tmp_path / "base")
     shutil.copytree(zoo["base"], bdir)
     tj = json.load(open(os.path.join(bdir, "tokenizer.json")))
-    tj["added_tokens"].append({"id": 600, "content": "<pad>", "special": True})
+    tj["added_tokens"].append({"id": 512, "content": "<pad>", "special": True})
     with open(os.path.join(bdir, "tokenizer.json"), "w") as f:
         json.dump(tj, f)
     text = recipe(zoo, "task_arithmetic", "{weight: 0.5}", "{weight: 0.5}", "tokenizer_source: base\n")
     cfg = write(tmp_path, text.replace(zoo["base"], bdir))
-    refuser.refuse("--config", cfg, names=["vocab_size 512", "600", "does not strip"])
+    refuser.refuse("--config", cfg, names=["vocab_size 512", "512..512", "does not strip"])
 
 
 def test_config_and_spec_do_not_mix(zoo, tmp_path, refuser):
