@@ -113,7 +113,7 @@ static int grow(struct rfs_tokvocab *v, uint32_t id)
 	return 0;
 }
 
-/* Records a new token @tok (a copy) at @id: the id's token when it has none yet. */
+/* Records a new token @tok (a copy) at @id; an id given to two tokens is refused. */
 static int put(struct rfs_err *err, struct rfs_tokvocab *v, const char *dir, const char *tok, uint32_t id,
 	       int *exists)
 {
@@ -124,10 +124,17 @@ static int put(struct rfs_err *err, struct rfs_tokvocab *v, const char *dir, con
 		*exists = 1;
 		return 0;
 	}
-	if (grow(v, id) || !(k = keep(v, tok)) || rfs_strmap_put(&v->ids, k, (void *)(uintptr_t)(id + 1)) != RFS_PUT_NEW)
+	if (grow(v, id))
 		return nomem(err, dir);
-	if (!v->tok[id])
-		v->tok[id] = k;
+	if (v->tok[id]) {
+		char b1[96], b2[96];
+
+		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: id %u is both '%s' and '%s'", dir, id,
+				shown(v->tok[id], b1, sizeof(b1)), shown(tok, b2, sizeof(b2)));
+	}
+	if (!(k = keep(v, tok)) || rfs_strmap_put(&v->ids, k, (void *)(uintptr_t)(id + 1)) != RFS_PUT_NEW)
+		return nomem(err, dir);
+	v->tok[id] = k;
 	if (id >= v->end)
 		v->end = id + 1;
 	return 0;

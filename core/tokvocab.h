@@ -12,10 +12,9 @@
  *    its rows would not be the tokens it names).
  *
  * The file is untrusted input: whole-number ids below RFS_TOKVOCAB_MAX_ID,
- * no key given twice (at the top, in model, in model.vocab), no NUL in a
- * token, else an error naming the file.  Several tokens may share an id;
- * the id's token (tok[]) is the first that claims it.  The parsed tree is
- * freed before returning: only the token strings are kept.
+ * no key given twice (at the top, in model, in model.vocab), no id given
+ * to two tokens, no NUL in a token, else an error naming the file.  The
+ * parsed tree is freed before returning: only the token strings are kept.
  */
 #ifndef RFS_TOKVOCAB_H
 #define RFS_TOKVOCAB_H

@@ -421,6 +421,7 @@ def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter, layout):
     (lambda t: t["added_tokens"].append({"id": 700, "content": "<x>"}), ["'<x>' says id 700", "gives it id 512"]),
     (lambda t: t["added_tokens"].append({"id": 3, "content": "tok9"}), ["'tok9' says id 3", "gives it id 9"]),
     (lambda t: t["model"]["vocab"].update({"a\u0000b": 600}), ["NUL"]),
+    (lambda t: t["model"]["vocab"].update({"dup5": 5}), ["id 5 is both"]),
 ])
 def test_tokenizer_source_hostile_tokenizers(zoo, tmp_path, refuser, mutate, names):
     """A model's tokenizer.json is read only to align by: anything malformed is refused
