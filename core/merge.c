@@ -83,6 +83,7 @@ struct terms {
 	int src_of[RFS_RECIPE_MAX_MODELS]; /* recipe model -> p->src index */
 	int base_src;                       /* -1: no base (linear without one) */
 	long nlayers;
+	int64_t vocab;                      /* the layout's vocab_size (rfs_src_vocab_size), -1: none */
 	struct rfs_buf *flat;               /* tensors without a layer that a gradient applies to */
 	unsigned nflat;
 };
@@ -157,40 +158,36 @@ static int resolve_params(struct rfs_build *b, const struct rfs_recipe *r, struc
 }
 
 /*
- * A vocabulary tensor @t (layout @bt, models @mt) of aligned vocabularies:
- * every operand must hold the rows the alignment takes from it; the
- * output has the aligned vocabulary's rows.  *@vt is cleared when the
- * alignment changes nothing for it (the same rows everywhere).
+ * A vocabulary tensor @t of aligned vocabularies, its operands' tensors
+ * @ot from the plan's terms @opsrc: every operand must hold the rows the
+ * alignment takes from it, and every term the alignment takes rows from
+ * must be an operand; the output has the aligned vocabulary's rows.  *@vt
+ * is cleared when the alignment changes nothing for it (the same rows
+ * everywhere).
  */
-static int vocab_rows(struct rfs_build *b, const struct terms *tm, const struct rfs_st_tensor *t,
-		      const struct rfs_src_tensor *bt, const struct rfs_src_tensor *const *mt, const int *model_idx,
-		      unsigned nm, int has_base, struct rfs_tinfo *ti, int *vt)
+static int vocab_rows(struct rfs_build *b, const struct rfs_st_tensor *t, const struct rfs_src_tensor *const *ot,
+		      const unsigned *opsrc, unsigned nops, struct rfs_tinfo *ti, int *vt)
 {
 	const struct rfs_vmap *vm = b->p->vmap;
 	int same = vm->identity && t->shape[0] == vm->rows;
-	unsigned k;
+	unsigned k, j;
 
-	for (k = 0; k < (unsigned)has_base + nm; k++) {
-		const struct rfs_src_tensor *x = k < (unsigned)has_base ? bt : mt[k - has_base];
-		int m = k < (unsigned)has_base ? -1 : model_idx[k - has_base];
-		unsigned s = m >= 0 ? (unsigned)tm->src_of[m] : (unsigned)tm->base_src;
+	for (k = 0; k < nops; k++) {
+		uint64_t rows = ot[k]->t->shape[0];
 
-		if (x->t->shape[0] < vm->need[s])
+		if (rows < vm->need[opsrc[k]])
 			return rfs_errf(b->err, RFS_E_MISMATCH,
 					"tensor '%s' of %s has %llu rows, but its tokenizer has tokens up to id %u",
-					t->name, b->p->src[s]->dir, (unsigned long long)x->t->shape[0], vm->need[s] - 1);
-		same = same && x->t->shape[0] == vm->rows;
+					t->name, b->p->src[opsrc[k]]->dir, (unsigned long long)rows, vm->need[opsrc[k]] - 1);
+		same = same && rows == vm->rows;
 	}
-	for (k = 0; k < b->p->nsrc; k++)
-		if (!same && vm->need[k] && k != (unsigned)tm->base_src) {
-			unsigned j;
-
-			for (j = 0; j < nm && (model_idx[j] < 0 || (unsigned)tm->src_of[model_idx[j]] != k); j++)
-				;
-			if (j == nm)
-				return rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s': %s gives no operand to align by",
-						t->name, b->p->src[k]->dir);
-		}
+	for (k = 0; k < b->p->nsrc && !same; k++) {
+		for (j = 0; j < nops && opsrc[j] != k; j++)
+			;
+		if (vm->need[k] && j == nops)
+			return rfs_errf(b->err, RFS_E_MISMATCH, "tensor '%s': %s gives no operand to align by", t->name,
+					b->p->src[k]->dir);
+	}
 	ti->shape[0] = vm->rows;
 	*vt = !same;
 	return 0;
@@ -205,8 +202,8 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 	const struct rfs_recipe *r = p->recipe;
 	const struct rfs_src *lay = p->src[tm->base_src >= 0 ? tm->base_src : tm->src_of[0]];
 	const struct rfs_st_file *f = lay->files[fi];
-	int model_idx[RFS_RECIPE_MAX_MODELS], ret = 0;
-	unsigned nm = 0;
+	int model_idx[RFS_RECIPE_MAX_MODELS], ret = 0, has_base = r->method != RFS_MERGE_LINEAR;
+	unsigned nm = 0, nops = 0, opsrc[RFS_SPEC_MAX_TERMS]; /* operand -> its term in p->src */
 	size_t i, k;
 
 	/* the operands after the base: the models that are not the base */
@@ -219,14 +216,18 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 		if (k == r->nmodels) /* mergekit appends an unlisted base as the last input */
 			model_idx[nm++] = -1;
 	}
+	if (has_base)
+		opsrc[nops++] = (unsigned)tm->base_src;
+	for (k = 0; k < nm; k++)
+		opsrc[nops++] = model_idx[k] >= 0 ? (unsigned)tm->src_of[model_idx[k]] : (unsigned)tm->base_src;
 	for (i = 0; i < f->ntensors && !ret; i++) {
 		const struct rfs_st_tensor *t = &f->tensors[i];
-		const struct rfs_src_tensor *bt = rfs_src_find(lay, t->name), *mt[RFS_RECIPE_MAX_MODELS];
+		const struct rfs_src_tensor *bt = rfs_src_find(lay, t->name), *ot[RFS_SPEC_MAX_TERMS];
+		const struct rfs_src_tensor **mt = ot + has_base; /* the operands after the base */
 		struct rfs_tinfo *ti = rfs_pb_new_tinfo(b);
 		struct rfs_mcomp *mc;
 		enum rfs_dtype cdt;
-		int has_base = r->method != RFS_MERGE_LINEAR, vt;
-		unsigned nops;
+		int vt;
 
 		if (!ti) {
 			ret = rfs_pb_nomem(b);
@@ -249,16 +250,16 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 		}
 		/* a vocabulary tensor of aligned vocabularies: rows by token (tokalign.h) */
 		vt = p->vmap && t->ndim >= 1 && t->shape[0] && rfs_is_vocab_tensor_name(t->name) &&
-		     (rfs_src_vocab_size(lay) < 0 || t->shape[0] == (uint64_t)rfs_src_vocab_size(lay));
+		     (tm->vocab < 0 || t->shape[0] == (uint64_t)tm->vocab);
 		if (p->vmap && !p->vmap->identity && t->ndim >= 1 &&
-		    rfs_looks_like_vocab_tensor(t->name, t->shape[0], rfs_src_vocab_size(lay))) {
+		    rfs_looks_like_vocab_tensor(t->name, t->shape[0], tm->vocab)) {
 			ret = rfs_errf(b->err, RFS_E_SPEC,
 				       "%s: tensor '%s' has a row per token of %s's vocabulary, but is none of the vocabulary tensors residfs aligns by token: the vocabularies differ, and its rows cannot be merged as they are",
 				       r->path, t->name, lay->dir);
 			break;
 		}
 		for (k = 0; k < nm; k++) {
-			const struct rfs_src *ms = p->src[model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src];
+			const struct rfs_src *ms = p->src[opsrc[has_base + k]];
 
 			mt[k] = rfs_src_find(ms, t->name);
 			if (!mt[k]) {
@@ -287,11 +288,12 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 		}
 		if (ret)
 			break;
-		if (vt && (ret = vocab_rows(b, tm, t, bt, mt, model_idx, nm, has_base, ti, &vt)))
+		if (has_base)
+			ot[0] = bt;
+		if (vt && (ret = vocab_rows(b, t, ot, opsrc, nops, ti, &vt)))
 			break;
 		cdt = r->dtype >= 0 ? (enum rfs_dtype)r->dtype : promote(t->dtype, mt, nm);
 		ti->dtype = r->out_dtype >= 0 ? (enum rfs_dtype)r->out_dtype : cdt;
-		nops = (unsigned)has_base + nm;
 		o[i].comp = rfs_pb_new_comp(b, t->name, (enum rfs_kdt)rfs_dtype_kdt(ti->dtype), rfs_pb_out_numel(ti),
 					    nops);
 		mc = calloc(1, sizeof(*mc));
@@ -309,25 +311,19 @@ static int merge_file(struct rfs_build *b, struct terms *tm, size_t fi, struct r
 		mc->cdt = (enum rfs_kdt)rfs_dtype_kdt(cdt);
 		mc->seed = r->has_seed ? r->random_seed : 0;
 		mc->name_hash = XXH3_64bits(t->name, strlen(t->name));
-		if (has_base)
-			rfs_pb_comp_add(o[i].comp, bt, 1.0f);
-		ti->srcmask = has_base ? 1u << tm->base_src : 0;
-		for (k = 0; k < nm; k++) {
-			rfs_pb_comp_add(o[i].comp, mt[k], 1.0f);
-			ti->srcmask |= 1u << (model_idx[k] >= 0 ? tm->src_of[model_idx[k]] : tm->base_src);
+		ti->srcmask = 0;
+		for (k = 0; k < nops; k++) {
+			rfs_pb_comp_add(o[i].comp, ot[k], 1.0f);
+			ti->srcmask |= 1u << opsrc[k];
 		}
 		if (vt) {
 			mc->vmap = p->vmap;
-			mc->row_w = t->shape[0] ? rfs_pb_out_numel(ti) / p->vmap->rows : 0;
+			mc->row_w = rfs_pb_out_numel(ti) / p->vmap->rows;
 			memset(mc->src_op, -1, sizeof(mc->src_op));
 			for (k = 0; k < nops; k++) {
-				unsigned s = k < (unsigned)has_base ? (unsigned)tm->base_src
-					     : model_idx[k - has_base] >= 0 ? (unsigned)tm->src_of[model_idx[k - has_base]]
-					     : (unsigned)tm->base_src;
-
-				mc->op_src[k] = (uint8_t)s;
-				if (mc->src_op[s] < 0)
-					mc->src_op[s] = (int8_t)k;
+				mc->op_src[k] = (uint8_t)opsrc[k];
+				if (mc->src_op[opsrc[k]] < 0)
+					mc->src_op[opsrc[k]] = (int8_t)k;
 			}
 		}
 		ret = resolve_params(b, r, tm, t->name, model_idx, nm, mc);
@@ -429,22 +425,19 @@ static int emit_mergekit_shards(struct rfs_build *b, struct rfs_pb_out *o, size_
 	return ret;
 }
 
-/* The file @name of term @s (at most @max bytes) into *@out, NUL-terminated;
- * 1 when the term has none, else 0 or an error. */
-static int read_term_file(struct rfs_build *b, const struct rfs_src *s, const char *name, size_t max, char **out,
-			  size_t *len)
+/* The file @name of term @s into *@out (rfs_src_read_file); 1 when the term has none. */
+static int read_term_file(struct rfs_build *b, const struct rfs_src *s, const char *name, char **out, size_t *len)
 {
-	struct rfs_bsrc *bs = NULL;
-	int ret;
-
 	*out = NULL;
 	if (!s->td->ops->exists(s->td, name))
 		return 1;
-	ret = s->td->ops->open(s->td, name, &bs, b->err);
-	if (!ret)
-		ret = rfs_bsrc_read_all(bs, max, out, len, b->err);
-	rfs_bsrc_close(bs);
-	return ret;
+	return rfs_src_read_file(s, name, out, len, b->err);
+}
+
+/* Python's str.isspace() on an ASCII byte. */
+static int py_space(char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
 /* @t (@len bytes) without leading and trailing whitespace (Python's
@@ -454,10 +447,9 @@ static char *strip_dup(const char *t, size_t len)
 	size_t a = 0;
 	char *o;
 
-	while (a < len && (strchr(" \t\n\r\v\f", t[a]) || (t[a] >= 0x1c && t[a] <= 0x1f)) && t[a])
+	while (a < len && py_space(t[a]))
 		a++;
-	while (len > a && (strchr(" \t\n\r\v\f", t[len - 1]) || (t[len - 1] >= 0x1c && t[len - 1] <= 0x1f)) &&
-	       t[len - 1])
+	while (len > a && py_space(t[len - 1]))
 		len--;
 	o = malloc(len - a + 1);
 	if (o) {
@@ -477,10 +469,10 @@ static int term_template(struct rfs_build *b, const struct rfs_src *s, char **ou
 	int ret;
 
 	*out = NULL;
-	ret = read_term_file(b, s, "chat_template.jinja", 16u << 20, &text, &len);
+	ret = read_term_file(b, s, "chat_template.jinja", &text, &len);
 	if (!ret) {
 		*out = strip_dup(text, len);
-	} else if (ret == 1 && !(ret = read_term_file(b, s, "tokenizer_config.json", 64u << 20, &text, &len))) {
+	} else if (ret == 1 && !(ret = read_term_file(b, s, "tokenizer_config.json", &text, &len))) {
 		cJSON *j = cJSON_ParseWithLength(text, len), *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
 		const cJSON *it, *list = cJSON_IsArray(ct) ? ct : NULL;
 
@@ -553,7 +545,7 @@ static int add_chat_template(struct rfs_build *b, const unsigned *order, unsigne
 	if (!ret) {
 		char *cfg = NULL;
 		size_t clen = 0;
-		int has = read_term_file(b, ts, "tokenizer_config.json", 64u << 20, &cfg, &clen);
+		int has = read_term_file(b, ts, "tokenizer_config.json", &cfg, &clen);
 
 		ret = has < 0 ? has : 0;
 		if (!has) {
@@ -622,6 +614,7 @@ int rfs_pb_merge(struct rfs_build *b)
 					r->path, p->src[i]->dir, p->src[i]->dir);
 	lay = p->src[tm.base_src >= 0 ? tm.base_src : tm.src_of[0]];
 	tm.nlayers = num_layers(lay);
+	tm.vocab = rfs_src_vocab_size(lay);
 	if (r->method == RFS_MERGE_SLERP) {
 		unsigned others = 0;
 

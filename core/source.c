@@ -18,9 +18,9 @@ const char *rfs_src_kind_name(enum rfs_src_kind k)
 	return k == RFS_SRC_RESIDUALS ? "residuals" : "model";
 }
 
-/* Reads the term's file @name (contained, regular: rfs_bsrc_local_open) whole. */
-static int read_json_file(struct rfs_src *s, const char *name, char **out, size_t *len,
-			  unsigned *mode, struct rfs_err *err)
+/* The term's file @name whole, with its mtime and mode (either may be NULL). */
+static int read_whole(const struct rfs_src *s, const char *name, char **out, size_t *len, int64_t *mtime_ns,
+		      unsigned *mode, struct rfs_err *err)
 {
 	struct rfs_bsrc *src;
 	int ret;
@@ -29,12 +29,29 @@ static int read_json_file(struct rfs_src *s, const char *name, char **out, size_
 	if (ret)
 		return ret;
 	ret = rfs_bsrc_read_all(src, MAX_JSON_FILE, out, len, err);
-	if (!ret) {
-		if (src->mtime_ns > s->mtime_ns)
-			s->mtime_ns = src->mtime_ns;
+	if (!ret && mtime_ns)
+		*mtime_ns = src->mtime_ns;
+	if (!ret && mode)
 		*mode = src->mode;
-	}
 	rfs_bsrc_close(src);
+	return ret;
+}
+
+enum rfs_code rfs_src_read_file(const struct rfs_src *s, const char *name, char **out, size_t *len,
+				struct rfs_err *err)
+{
+	return read_whole(s, name, out, len, NULL, NULL, err);
+}
+
+/* Reads the term's file @name whole; its mtime counts into the term's. */
+static int read_json_file(struct rfs_src *s, const char *name, char **out, size_t *len,
+			  unsigned *mode, struct rfs_err *err)
+{
+	int64_t mt = 0;
+	int ret = read_whole(s, name, out, len, &mt, mode, err);
+
+	if (!ret && mt > s->mtime_ns)
+		s->mtime_ns = mt;
 	return ret;
 }
 

@@ -97,6 +97,13 @@ enum rfs_code rfs_src_open(const char *term, struct rfs_src **out, struct rfs_er
 void rfs_src_close(struct rfs_src *s);
 /** Tensor by name, or NULL. */
 const struct rfs_src_tensor *rfs_src_find(const struct rfs_src *s, const char *name);
+/**
+ * The term's file @name whole (contained, regular: what tdir.h's open
+ * gives; at most RFS_TUNE_MAX_JSON_FILE bytes) into a NUL-terminated buffer
+ * the caller frees.
+ */
+enum rfs_code rfs_src_read_file(const struct rfs_src *s, const char *name, char **out, size_t *len,
+				struct rfs_err *err);
 /** The name a model card or residuals config gives the term: the Hub
  * repository id of a Hub term, else what messages call it (s->dir). */
 const char *rfs_src_model_name(const struct rfs_src *s);

@@ -35,6 +35,7 @@ static int vocab_load(struct rfs_build *b, const struct rfs_src *s, struct rfs_t
 	int ret;
 
 	memset(v, 0, sizeof(*v));
+	/* opened here rather than by rfs_src_read_file: a term without one is the recipe's error */
 	ret = s->td->ops->open(s->td, "tokenizer.json", &bs, b->err);
 	if (ret) {
 		snprintf(why, sizeof(why), "%s", b->err->msg);
@@ -53,11 +54,7 @@ static int vocab_load(struct rfs_build *b, const struct rfs_src *s, struct rfs_t
 	}
 	free(t);
 	if (!ret && s->td->ops->exists(s->td, "tokenizer_config.json")) {
-		bs = NULL;
-		ret = s->td->ops->open(s->td, "tokenizer_config.json", &bs, b->err);
-		if (!ret)
-			ret = rfs_bsrc_read_all(bs, RFS_TUNE_MAX_JSON_FILE, &t, &n, b->err);
-		rfs_bsrc_close(bs);
+		ret = rfs_src_read_file(s, "tokenizer_config.json", &t, &n, b->err);
 		if (!ret)
 			ret = rfs_tokvocab_check_config(v, t, n, s->dir, b->err);
 		free(t);
@@ -237,8 +234,8 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 	struct rfs_plan *p = b->p;
 	const struct rfs_recipe *r = p->recipe;
 	struct rfs_tokvocab vs[RFS_SPEC_MAX_TERMS];
-	char *text[RFS_SPEC_MAX_TERMS] = { NULL };
-	size_t tlen[RFS_SPEC_MAX_TERMS] = { 0 };
+	char *btext = NULL;  /* the base's tokenizer.json, for a union's */
+	size_t blen = 0;
 	struct outvoc ov = { 0 };
 	struct rfs_vmap *vm = NULL;
 	unsigned s, nsrc = (unsigned)p->nsrc, k, src0;
@@ -247,7 +244,7 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 
 	memset(vs, 0, sizeof(vs));
 	for (s = 0; s < nsrc && !ret; s++)
-		ret = vocab_load(b, p->src[s], &vs[s], !s && r->tokenizer_union ? &text[s] : NULL, &tlen[s]);
+		ret = vocab_load(b, p->src[s], &vs[s], !s && r->tokenizer_union ? &btext : NULL, &blen);
 	if (ret)
 		goto out;
 	/* the output's first rows: the base's ids (or the source model's), a token each, none missing */
@@ -281,7 +278,6 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 	}
 	vm->rows = ov.rows;
 	vm->nsrc = nsrc;
-	vm->added = ov.rows - ov.base_rows;
 	vm->navg = navg;
 	for (k = 0; k < navg; k++)
 		vm->avg[k] = (uint8_t)avg_order[k];
@@ -326,18 +322,18 @@ int rfs_pb_tokalign(struct rfs_build *b, const unsigned *avg_order, unsigned nav
 			vm->dkind[row] = RFS_VDEF_AVG;
 		}
 	}
-	if (vm->added) {
-		ret = union_tokenizer(b, text[0], tlen[0], ov.tok, ov.from + ov.base_rows, ov.base_rows, ov.rows);
+	if (ov.rows > ov.base_rows) {
+		ret = union_tokenizer(b, btext, blen, ov.tok, ov.from + ov.base_rows, ov.base_rows, ov.rows);
 		if (!ret) {
 			struct rfs_buf note = { 0 };
 
 			rfs_buf_addf(&note, "tokenizer_source: union: %u tokens, the %u of %s and %u more (", ov.rows,
-				     ov.base_rows, p->src[0]->dir, vm->added);
+				     ov.base_rows, p->src[0]->dir, ov.rows - ov.base_rows);
 			for (row = ov.base_rows; row < ov.rows && row < ov.base_rows + 8; row++) {
 				rfs_buf_adds(&note, row > ov.base_rows ? ", " : "");
 				rfs_buf_add_json_str_ascii(&note, ov.tok[row]);
 			}
-			rfs_buf_adds(&note, vm->added > 8 ? ", ...)" : ")");
+			rfs_buf_adds(&note, ov.rows - ov.base_rows > 8 ? ", ...)" : ")");
 			ret = rfs_buf_ok(&note) ? rfs_pb_note(b, "%s", note.data) : rfs_pb_nomem(b);
 			rfs_buf_release(&note);
 		}
@@ -354,10 +350,9 @@ out:
 	free(ov.tok);
 	free(ov.from);
 	rfs_strmap_release(&ov.has);
-	for (s = 0; s < nsrc; s++) {
+	for (s = 0; s < nsrc; s++)
 		rfs_tokvocab_release(&vs[s]);
-		free(text[s]);
-	}
+	free(btext);
 	return ret;
 }
 

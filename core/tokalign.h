@@ -35,7 +35,6 @@ struct rfs_vmap {
 	unsigned navg;
 	uint8_t avg[RFS_SPEC_MAX_TERMS];    /* the terms in the order their rows are summed */
 	int identity;                       /* every term has every row at the same index */
-	uint32_t added;                     /* union: tokens appended to the base's */
 };
 
 /**
