@@ -13,28 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-req=tests/requirements-hf.txt
-hash=$(sha256sum "$req" | cut -c1-12)
-if [ -n "${RESIDFS_HF_VENV:-}" ]; then
-	# an environment given by the caller is used as it is, never changed
-	venv=$RESIDFS_HF_VENV
-	if [ ! -x "$venv/bin/pytest" ]; then
-		echo "tests/hf: no pytest in RESIDFS_HF_VENV=$venv" >&2
-		exit 3
-	fi
-else
-	venv=$HOME/.cache/residfs/venv-hf-$hash
-	# the marker is written only after a complete install: a broken one is redone
-	if [ ! -f "$venv/.residfs-installed" ]; then
-		rm -rf "$venv"
-		mkdir -p "$(dirname "$venv")"
-		if ! { python3 -m venv "$venv" &&
-			"$venv/bin/pip" install -q --disable-pip-version-check -r "$req"; }; then
-			echo "tests/hf: could not install $req into $venv" >&2
-			exit 3
-		fi
-		touch "$venv/.residfs-installed"
-	fi
-fi
+. tests/pyenv.sh
+rfs_pyenv hf RESIDFS_HF_VENV tests/requirements-hf.txt
 export RESIDFS_BIN=${RESIDFS_BIN:-$root/${BUILD_DIR:-build}/fs/residfs}
 exec "$venv/bin/pytest" -q -p no:cacheprovider tests/hf "$@"
