@@ -264,7 +264,7 @@ static uint64_t mono_ns(void)
 }
 
 /* Aborts a transfer whose body has not moved for r->stall_s seconds (no
- * byte at all: the server went quiet, not slow). */
+ * byte at all: the server went quiet, not slow), or once r->cancel is set. */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
@@ -274,6 +274,12 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 	(void)dltotal;
 	(void)ultotal;
 	(void)ulnow;
+	if (r->cancel && atomic_load(r->cancel)) {
+		r->cancelled = 1;
+		return 1;
+	}
+	if (r->stall_s <= 0)
+		return 0;
 	if (dlnow != r->last_now) {
 		r->last_now = dlnow;
 		r->last_byte_ns = t;
@@ -303,6 +309,7 @@ void rfs_http_reset(struct rfs_http_req *r)
 	r->overflow = 0;
 	r->cut = 0;
 	r->stalled = 0;
+	r->cancelled = 0;
 	r->why[0] = 0;
 	clear_answer(r);
 }
@@ -334,6 +341,8 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 		 * callback sees a body that stopped within one */
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, r->stall_s);
+	}
+	if (r->stall_s > 0 || r->cancel) {
 		r->last_byte_ns = mono_ns();
 		r->last_now = 0;
 		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -399,7 +408,9 @@ enum rfs_http_rc rfs_http_do(struct rfs_http_req *r)
 		return RFS_HTTP_ANSWER;
 	if (cc == CURLE_WRITE_ERROR && (r->overflow || r->cut))
 		return RFS_HTTP_ANSWER;
-	if (r->stalled)
+	if (r->cancelled)
+		snprintf(r->why, sizeof(r->why), "cancelled");
+	else if (r->stalled)
 		snprintf(r->why, sizeof(r->why), "no byte for %ld s: the transfer stalled", r->stall_s);
 	else
 		snprintf(r->why, sizeof(r->why), "%s%s%s", curl_easy_strerror(cc), ebuf[0] ? ": " : "", ebuf);

@@ -26,6 +26,7 @@
 #ifndef RFS_HTTP_H
 #define RFS_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -49,6 +50,7 @@ struct rfs_http_req {
 	long timeout_ms;         /* the whole attempt */
 	long stall_s;            /* abort when no byte comes for this long (or under
 				  * 1 KiB/s for it, as libcurl measures) */
+	const atomic_int *cancel;/* abort (within about a second) once this is set */
 	/* out: the last answer's status line and headers */
 	long status;             /* 0 when no answer came */
 	char location[4096];
@@ -70,6 +72,7 @@ struct rfs_http_req {
 	int cut;                 /* an error body past 4 KiB: the rest not read */
 	char why[320];           /* the transport error when status is 0 */
 	int stalled;             /* aborted: no byte for @stall_s seconds */
+	int cancelled;           /* aborted: @cancel was set */
 	/* private */
 	uint64_t last_byte_ns;
 	int64_t last_now;

@@ -85,8 +85,10 @@ struct rfile {
 	atomic_int changed;
 	atomic_int jobs;    /* queued or running */
 	/* the sequential stream (E.lk): furthest byte read, prefetched up
-	 * to, window, bytes read in a row without a seek */
-	uint64_t hwm, pf_end, window, streak;
+	 * to, window, first byte read since the last seek, reads that moved
+	 * hwm since then */
+	uint64_t hwm, pf_end, window, start;
+	unsigned moves;
 };
 
 struct job {
@@ -113,6 +115,7 @@ static struct engine {
 	pthread_t *workers;
 	unsigned nworkers;
 	int started, stop;
+	atomic_int cancel;      /* rfs_remote_cancel: the mount is ending */
 	int prefetch_on;        /* off while planning: headers need no window */
 	char **pool;            /* recycled full-block buffers (their pages stay) */
 	size_t npool, cappool;
@@ -421,7 +424,8 @@ static unsigned want_locked(struct rfile *f, uint64_t b0, unsigned n, struct blk
 				break;
 			if (!run)
 				run0 = b0 + i;
-			if (++run == PART_BLOCKS) {
+			/* one GET per aligned part at most */
+			if (++run == PART_BLOCKS || (b0 + i + 1) % PART_BLOCKS == 0) {
 				queue_job(f, run0, run, prefetch);
 				run = 0;
 			}
@@ -604,12 +608,17 @@ static enum verdict judge(struct rfile *f, struct rfs_http_req *r, int on_cdn, c
 	}
 }
 
+/* Sleeps @ms, or less when the workers are being stopped. */
 static void sleep_ms(uint64_t ms)
 {
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (ms && !atomic_load(&E.cancel)) {
+		uint64_t step = ms < 100 ? ms : 100;
+		struct timespec ts = { 0, (long)step * 1000000L };
 
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		ms -= step;
+	}
 }
 
 /*
@@ -632,6 +641,10 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 
 		if (atomic_load(&f->changed))
 			return RFS_E_CHANGED;
+		if (atomic_load(&E.cancel)) {
+			snprintf(why, whylen, "the mount is ending");
+			return RFS_E_IO;
+		}
 		pthread_mutex_lock(&f->lk);
 		if (f->cdn) {
 			snprintf(url, sizeof(url), "%s", f->cdn);
@@ -659,6 +672,7 @@ static int fetch_range(struct rfile *f, const struct iovec *iov, int niov, uint6
 		r.if_match = f->hub ? NULL : f->etag;
 		r.timeout_ms = (long)((deadline - now) / 1000000ull) + 1;
 		r.stall_s = rfs_remote_stall_s();
+		r.cancel = &E.cancel;
 		COUNT(f, requests, 1);
 		switch (rfs_http_do(&r)) {
 		case RFS_HTTP_FATAL:
@@ -755,7 +769,7 @@ static void run_job(struct job *j)
 		/* the deadline runs from the fetch's start: a job that waited in
 		 * the queue still gets its time (readers bound their own wait) */
 		rc = fetch_range(f, iov, (int)(k - i), off, len, deadline_from_now(), why, sizeof(why));
-		if (rc) {
+		if (rc && !atomic_load(&E.cancel)) {
 			char key[600];
 
 			/* once per file and range: the message counts attempts */
@@ -929,6 +943,14 @@ enum rfs_code rfs_remote_resume(struct rfs_err *err)
 	return ret;
 }
 
+void rfs_remote_cancel(void)
+{
+	atomic_store(&E.cancel, 1);
+	pthread_mutex_lock(&E.lk);
+	pthread_cond_broadcast(&E.done);
+	pthread_mutex_unlock(&E.lk);
+}
+
 void rfs_remote_shutdown(void)
 {
 	size_t h;
@@ -970,28 +992,56 @@ static uint64_t deadline_from_now(void)
 /*
  * After a read of [@off, @off + @len): the file's sequential stream and
  * what it prefetches (E.lk held).  Reads from many threads arrive out of
- * order, so a read counts as part of the stream while it lies within a
- * window behind the furthest byte read (hwm); anything else is a seek and
- * starts a new stream.  Prefetch starts once a stream has read
- * RFS_TUNE_REMOTE_STREAM bytes, fetches [hwm, hwm + window) when the reader comes within half a
- * window of what was prefetched, and doubles the window (up to
- * RFS_TUNE_REMOTE_WINDOW) each time the reader catches up with it.
+ * order (the kernel's readahead sends several requests at once, each
+ * wanting its ranges before it reads them in pieces), so a read counts as
+ * part of the stream while it lies within a window behind the furthest
+ * byte read (hwm), or at most a block past it (a part, once streaming);
+ * anything else is a seek and starts a new stream.  A stream is the span it
+ * covers, [start, hwm), and it takes two reads that each moved hwm: one
+ * large read alone is not a stream, nor a jump over a block or more.
+ */
+static int streaming(const struct rfile *f)
+{
+	return E.prefetch_on && f->moves >= 2 && f->hwm - f->start >= RFS_TUNE_REMOTE_STREAM;
+}
+
+/* The end of the part that holds byte @x - 1 (parts are aligned to
+ * RFS_TUNE_REMOTE_PART), at most the file's size. */
+static uint64_t part_end(const struct rfile *f, uint64_t x)
+{
+	uint64_t e = (x + RFS_TUNE_REMOTE_PART - 1) / RFS_TUNE_REMOTE_PART * RFS_TUNE_REMOTE_PART;
+
+	return e > f->b.size ? f->b.size : e;
+}
+
+/*
+ * Prefetch starts once a stream spans RFS_TUNE_REMOTE_STREAM bytes.  When
+ * the reader comes within half a window of what was prefetched, it
+ * fetches up to hwm + window rounded up to a part boundary, so that every
+ * GET after a stream's first is a whole aligned part (fewer, larger
+ * requests: per-request costs dominate on object stores), and doubles the
+ * window (up to RFS_TUNE_REMOTE_WINDOW) each time the reader catches up.
  */
 static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len, from, to, b0, b1, got;
 
-	if (off + RFS_TUNE_REMOTE_WINDOW < f->hwm || off > f->hwm + RFS_TUNE_REMOTE_PART) {
-		f->hwm = end; /* a seek */
+	if (off + RFS_TUNE_REMOTE_WINDOW < f->hwm ||
+	    off > f->hwm + (streaming(f) ? RFS_TUNE_REMOTE_PART : BS)) {
+		f->start = off; /* a seek */
+		f->hwm = end;
 		f->pf_end = end;
 		f->window = 0;
-		f->streak = len;
+		f->moves = 1;
 		return;
 	}
-	f->streak += len;
-	if (end > f->hwm)
+	if (off < f->start)
+		f->start = off;
+	if (end > f->hwm) {
 		f->hwm = end;
-	if (!E.prefetch_on || f->streak < RFS_TUNE_REMOTE_STREAM || E.pref.n >= 4 * E.nworkers)
+		f->moves++;
+	}
+	if (!streaming(f) || E.pref.n >= 4 * E.nworkers)
 		return;
 	if (f->pf_end >= f->hwm + f->window / 2 && f->window)
 		return; /* far enough ahead */
@@ -1000,7 +1050,7 @@ static void prefetch_locked(struct rfile *f, uint64_t off, uint64_t len)
 	else if (f->pf_end > f->hwm && f->window < RFS_TUNE_REMOTE_WINDOW)
 		f->window *= 2;
 	from = f->pf_end > f->hwm ? f->pf_end : f->hwm;
-	to = f->hwm + f->window > f->b.size ? f->b.size : f->hwm + f->window;
+	to = part_end(f, f->hwm + f->window);
 	if (from >= to)
 		return;
 	b0 = from / BS;
@@ -1034,11 +1084,8 @@ static void start_read(struct rfile *f, uint64_t off, uint64_t len)
 	uint64_t bend = (off + len - 1) / BS + 1, wend = bend;
 
 	prefetch_locked(f, off, len);
-	if (E.prefetch_on && f->streak >= RFS_TUNE_REMOTE_STREAM) {
-		wend = (bend + PART_BLOCKS - 1) / PART_BLOCKS * PART_BLOCKS;
-		if (wend > (f->b.size + BS - 1) / BS)
-			wend = (f->b.size + BS - 1) / BS;
-	}
+	if (streaming(f))
+		wend = (part_end(f, bend * (uint64_t)BS) + BS - 1) / BS;
 	want_locked(f, off / BS, (unsigned)(wend - off / BS < 4096 ? wend - off / BS : 4096), NULL, 0);
 }
 
@@ -1059,7 +1106,7 @@ static void wait_blocks(struct blk **bl, unsigned n, uint64_t deadline)
 				return; /* a failure just reported: the read fails now */
 			fetching |= bl[i]->st == B_FETCH;
 		}
-		if (!fetching || now_ns() > deadline + 2000000000ull)
+		if (!fetching || now_ns() > deadline + 2000000000ull || atomic_load(&E.cancel))
 			return;
 		clock_gettime(CLOCK_REALTIME, &now);
 		t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + 500000000ull;
@@ -1089,6 +1136,9 @@ static enum rfs_code block_err(struct rfile *f, struct blk *x, enum bstate st, u
 		x->told = 1;
 		x->failed_at = now_ns(); /* held from when the reader heard of it */
 	}
+	if (st == B_FETCH && atomic_load(&E.cancel))
+		return rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: the mount is ending", f->name,
+				(unsigned long long)off, (unsigned long long)(off + len - 1));
 	if (st == B_FETCH)
 		return rfs_errf(err, RFS_E_IO, "%s: bytes %llu-%llu: no answer within %.0f s", f->name,
 				(unsigned long long)off, (unsigned long long)(off + len - 1), E.conf.timeout_s);
@@ -1258,16 +1308,16 @@ static void runpin(struct rfs_bsrc *s, void *token)
 static void rwant(struct rfs_bsrc *s, uint64_t off, uint64_t len)
 {
 	struct rfile *f = (struct rfile *)s;
-	uint64_t b0, b1;
 
 	if (!len || off >= s->size || atomic_load(&f->changed))
 		return;
 	if (len > s->size - off)
 		len = s->size - off;
-	b0 = off / BS;
-	b1 = (off + len - 1) / BS;
+	/* a want is the first sight of a read: it counts for the stream (the
+	 * readahead's requests come in together, each wanting its ranges
+	 * before it reads them in pieces) */
 	pthread_mutex_lock(&E.lk);
-	want_locked(f, b0, (unsigned)(b1 - b0 + 1 < 4096 ? b1 - b0 + 1 : 4096), NULL, 0);
+	start_read(f, off, len);
 	pthread_mutex_unlock(&E.lk);
 }
 

@@ -131,6 +131,16 @@ int rfs_remote_source_stats(size_t i, const char **name, struct rfs_remote_stats
 void rfs_remote_shutdown(void);
 
 /**
+ * The mount is ending (unmounted, or stopped by a signal): fetches under
+ * way end at their next check (within about a second), waiting readers
+ * and any later read fail at once, and failed fetches are not logged.
+ * For the daemon's exit: libfuse waits for every request being answered,
+ * and one waiting on a remote block would otherwise hold it for the
+ * fetch's whole deadline.  Cannot be undone.
+ */
+void rfs_remote_cancel(void);
+
+/**
  * Threads do not survive fork(2): before one, rfs_remote_quiesce lets the
  * running fetches finish and stops the workers (queued work and the blocks
  * stay); rfs_remote_resume, in the process that goes on, starts them

@@ -103,11 +103,12 @@
  * 20 ms round trip at 1 GB/s moves 20 MB), small enough that the
  * connections share a tensor. */
 #define RFS_TUNE_REMOTE_PART (8u << 20)
-/* Bytes a file's reads must cover in a row before they count as a stream
- * (reads widened to whole parts, prefetch): two blocks.  A lone read fetches
- * exactly its blocks; a stream's first parts come in large GETs (per GET
- * costs dominate small ones: an S3 server measured 0.35x of curl's 8 MiB
- * parts when a stream began only after a whole part). */
+/* The span a file's reads must cover, in two reads or more, before they
+ * count as a stream (reads widened to whole parts, prefetch): two blocks.
+ * A lone read fetches exactly its blocks; a stream's first parts come in
+ * large GETs (per GET costs dominate small ones: an S3 server measured
+ * 0.35x of curl's 8 MiB parts when a stream began only after a whole part,
+ * docs/performance.md). */
 #define RFS_TUNE_REMOTE_STREAM (2u << 20)
 /* Sequential prefetch window: doubles from one part up to this. */
 #define RFS_TUNE_REMOTE_WINDOW (64u << 20)

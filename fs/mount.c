@@ -16,9 +16,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +57,8 @@ struct mnt {
 	uid_t uid;
 	gid_t gid;
 	unsigned long long errors;  /* reads and opens answered with an error */
+	struct fuse_session *se;
+	atomic_int ending;          /* the session ended: reads fail, quietly */
 };
 
 static struct mnt *ctx(void)
@@ -293,8 +297,10 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	rfs_cache_count_request(m->rd.cache, size);
 	r = rfs_vfile_read(vf, buf, size, (uint64_t)off, &m->rd, &err);
 	if (r < 0) {
-		/* the reader gets EIO (or SIGBUS in a mapping): say why */
-		log_error(m, vf, "reading", (long long)off, size, &err, changed_source(vf, &err));
+		/* the reader gets EIO (or SIGBUS in a mapping): say why; nobody
+		 * is there to read the answer once the mount is ending */
+		if (!atomic_load(&m->ending))
+			log_error(m, vf, "reading", (long long)off, size, &err, changed_source(vf, &err));
 		return -rfs_err_errno(&err);
 	}
 	return (int)r;
@@ -500,6 +506,27 @@ static void *ready_thread(void *p)
 	return NULL;
 }
 
+/*
+ * Watches for the end of the session (the mount gone, or a stop signal):
+ * libfuse then waits for every request being answered before
+ * fuse_loop_mt returns, and a read waiting on a remote block would hold
+ * the exit for the whole fetch deadline (a minute, with the server gone).
+ * So the remote engine is told at once: its waits and fetches end.
+ */
+static void *end_watch(void *p)
+{
+	struct mnt *m = p;
+	struct timespec ts = { 0, 100 * 1000000L };
+
+	/* libfuse clears the exit flag as its loop returns: the loop's
+	 * caller sets ending then */
+	while (!fuse_session_exited(m->se) && !atomic_load(&m->ending))
+		nanosleep(&ts, NULL);
+	atomic_store(&m->ending, 1);
+	rfs_remote_cancel();
+	return NULL;
+}
+
 /* In the parent: waits for the mounted child's word.  Returns the exit status. */
 static int wait_for_child(int fd, pid_t child)
 {
@@ -531,8 +558,8 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_loop_config lc = { .clone_fd = 0, .max_idle_threads = RFS_TUNE_FUSE_IDLE_THREADS };
 	struct mnt m = { .plan = plan, .uid = getuid(), .gid = getgid(), .notify_fd = -1 };
-	pthread_t ready_th;
-	int ready_started = 0, foreground = o->foreground || o->debug, pipefd[2];
+	pthread_t ready_th, end_th;
+	int ready_started = 0, end_started = 0, foreground = o->foreground || o->debug, pipefd[2];
 	char mp[PATH_MAX];
 	struct fuse *f = NULL;
 	struct stat st;
@@ -627,11 +654,29 @@ int rfs_mount_run(struct rfs_plan *plan, const char *mountpoint,
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(f)))
 		goto out_unmount;
-	if (!pthread_create(&ready_th, NULL, ready_thread, &m))
-		ready_started = 1;
+	{
+		/* the helper threads leave the stop signals to libfuse's threads: a
+		 * signal taken by a helper would wake none of them */
+		sigset_t stop, old;
+
+		sigemptyset(&stop);
+		sigaddset(&stop, SIGTERM);
+		sigaddset(&stop, SIGINT);
+		sigaddset(&stop, SIGHUP);
+		pthread_sigmask(SIG_BLOCK, &stop, &old);
+		if (!pthread_create(&ready_th, NULL, ready_thread, &m))
+			ready_started = 1;
+		m.se = fuse_get_session(f);
+		if (!pthread_create(&end_th, NULL, end_watch, &m))
+			end_started = 1;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
 	/* a stop by SIGTERM/SIGINT/SIGHUP (systemctl stop) is clean: libfuse
 	 * returns the signal's number then, and a negative errno on failure */
 	ret = fuse_loop_mt(f, &lc) < 0 ? 1 : 0;
+	atomic_store(&m.ending, 1);
+	if (end_started)
+		pthread_join(end_th, NULL);
 	notify_systemd("STOPPING=1");
 	fuse_remove_signal_handlers(fuse_get_session(f));
 	if (ready_started)

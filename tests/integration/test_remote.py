@@ -36,6 +36,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -1264,6 +1265,34 @@ def test_fault_web_file_rewritten(big, fg, tmp_path):
         assert fm.alive()
         statuses = [r["status"] for r in web.requests() if r["uri"].endswith("res/model.safetensors")]
         assert 412 in statuses, f"no If-Match refused by nginx: {statuses}"
+
+
+@pytest.mark.parametrize("how", ["unmount", "SIGTERM"])
+def test_stop_during_stalled_prefetch(emu, big, fg, tmp_path, how):
+    """Unmounting (or stopping the daemon) while prefetches are stalled on the CDN (and
+    the kernel's readahead waits on them) ends the daemon at once, quietly: its waits and fetches are cancelled,
+    not left to the stall limit and retried until their one-minute deadline."""
+    fm = fg(*LAZY_OPTS, "hf://org/bigbase+hf://org/bigres", env=make_env(str(tmp_path), emu))
+    with open(fm.path(SHARD1), "rb", buffering=0) as f:
+        guarded(fm, "reading the first MiBs", lambda: [f.read(MiB) for _ in range(3)])
+        emu.wait_idle(20)
+        emu.add_fault("stall", server="cdn", count=1000, seconds=8)
+        # served from what the stream fetched ahead; moving on sends the next window
+        guarded(fm, "reading prefetched MiBs", lambda: [f.read(MiB) for _ in range(11)])
+    time.sleep(0.5)
+    assert not emu.wait_idle(0.1), "no prefetch in flight: the test means nothing"
+    t0 = time.monotonic()
+    if how == "SIGTERM":   # systemctl stop
+        fm.proc.send_signal(signal.SIGTERM)
+        try:
+            fm.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    assert fm.stop(), f"could not unmount: {fm.log()[-2000:]}"
+    took = time.monotonic() - t0
+    emu.clear_faults()
+    assert took < 5, f"unmounting took {took:.1f} s with stalled prefetches: {fm.log()[-2000:]}"
+    assert "error" not in fm.log(), fm.log()[-2000:]
 
 
 # ---- 4. auth ----------------------------------------------------------------------------

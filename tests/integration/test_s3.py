@@ -58,6 +58,7 @@ ODD_PREFIX = "odd dir+x/\u00e9/"                    # space, '+', non-ASCII
 ODD_RES = "odd res+1 &%/"                            # '+', '&' (XML), '%' (URL)
 ODD_FILE = "read me +\u00e9&%;.txt"                  # a passthrough file of the odd base
 MANY = 1100                                          # extra objects beside a model's files
+PART = 8 * MiB                                       # RFS_TUNE_REMOTE_PART
 
 
 # ---- the server and the environment -------------------------------------------------------
@@ -84,7 +85,28 @@ def lazy(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3(M, lazy):
+def seq(tmp_path_factory):
+    """A bf16 base of about 28 MiB in one shard and float32 residuals of about 57 MiB,
+    both in the same (name) order, so that reading the merged model from its start reads
+    each file from its start to its end."""
+    root = str(tmp_path_factory.mktemp("s3-seq"))
+    rng = np.random.default_rng(99)
+    V, Hd, I, L, KV = 8192, 512, 1376, 2, 512
+    shapes = dict(H.llama_shapes(V, Hd, I, L, KV, False))
+    b = Models()
+    bt = {n: rand_bf16(rng, shapes[n], 0x3C00) for n in sorted(shapes)}
+    b.base = H.write_model(os.path.join(root, "base"), bt, H.llama_config(V, Hd, I, L, KV, False, "BF16"),
+                           order=sorted(shapes), flavour="base")
+    b.res = H.write_residuals(os.path.join(root, "res"),
+                              {n: H.T.from_f32("F32", shapes[n], rng.normal(0, 0.01, bt[n].numel))
+                               for n in sorted(shapes)}, vocab=V)
+    b.sizes = {d: {fn: os.path.getsize(os.path.join(root, d, fn)) for fn in os.listdir(os.path.join(root, d))}
+               for d in ("base", "res")}
+    return b
+
+
+@pytest.fixture(scope="module")
+def s3(M, lazy, seq):
     """One server for the module (moto's state is process-global)."""
     with S3Server() as srv:
         srv.make_bucket("models")
@@ -109,6 +131,7 @@ def s3(M, lazy):
         etags.update(upload(srv, "models", "victim/", M.res.path))
         for n in ("base", "res"):
             upload(srv, "models", f"lazy/{n}/", getattr(lazy, n).path)
+            upload(srv, "models", f"seq/{n}/", getattr(seq, n).path)
         srv.etags = etags
         srv.odd = odd
         yield srv
@@ -594,6 +617,36 @@ def test_s3_lazy_one_tensor(lazy, s3, fg, tmp_path):
         a = int(r["range"].split("=")[1].split("-")[0])
         assert a < BLOCK or a >= lo, f"fetched base bytes from {a}, before the tensor ({lo}): {r}"
     assert not object_gets(s3, f"lazy/base/{SHARD2}")[1:], describe(object_gets(s3, f"lazy/base/{SHARD2}"))
+
+
+def test_s3_whole_read_in_parts(seq, s3, fg, tmp_path):
+    """Reading the merged model from its start (4 MiB reads, the kernel's readahead
+    sending several requests at once) fetches every byte of its files once, and past the
+    first part (where the stream is recognised, from requests that may arrive out of
+    order) in whole aligned 8 MiB parts, one GET each (GETs cost per request on object
+    stores)."""
+    fm = fg(*LAZY_OPTS, "s3://models/seq/base+s3://models/seq/res", env=s3_env(str(tmp_path), s3))
+    names = sorted(n for n in os.listdir(fm.mp) if n.endswith(".safetensors"))
+    assert names, os.listdir(fm.mp)
+    for name in names:
+        with open(fm.path(name), "rb", buffering=0) as f:
+            while f.read(4 * MiB):
+                pass
+    time.sleep(0.3)   # prefetches started by the reads
+    for d in ("base", "res"):
+        for fn, size in seq.sizes[d].items():
+            if not fn.endswith(".safetensors"):
+                continue
+            key = f"seq/{d}/{fn}"
+            gets = object_gets(s3, key)
+            spans = sorted(tuple(int(x) for x in r["range"].split("=")[1].split("-")) for r in gets)
+            assert sum(b - a + 1 for a, b in spans) == size, f"{key}: {size} bytes:\n{describe(gets)}"
+            for (a0, b0), (a1, b1) in zip(spans, spans[1:]):
+                assert a1 > b0, f"{key}: bytes {a1}-{min(b0, b1)} fetched twice:\n{describe(gets)}"
+            later = [(a, b) for a, b in spans if b >= PART]
+            assert len(later) == -(-size // PART) - 1 >= 3 and all(
+                a % PART == 0 and b + 1 == min(a + PART, size) for a, b in later), (
+                f"{key}: not one GET per part past the first:\n{describe(gets)}")
 
 
 # ---- 8. faults --------------------------------------------------------------------------
