@@ -140,16 +140,30 @@ static int put(struct rfs_err *err, struct rfs_tokvocab *v, const char *dir, con
 	return 0;
 }
 
-/* The name of a key @obj has twice, or NULL. */
-static const char *dup_key(const cJSON *obj)
+/* The name of a key @obj has twice, or NULL; *@nomem set when the table
+ * could not grow.  A hash table: the file may give millions of keys. */
+static const char *dup_key(const cJSON *obj, int *nomem)
 {
-	const cJSON *a, *b;
+	struct rfs_strmap seen = { 0 };
+	const cJSON *a;
+	const char *dup = NULL;
 
-	for (a = obj ? obj->child : NULL; a; a = a->next)
-		for (b = a->next; b; b = b->next)
-			if (a->string && b->string && !strcmp(a->string, b->string))
-				return a->string;
-	return NULL;
+	for (a = obj ? obj->child : NULL; a && !dup && !*nomem; a = a->next) {
+		if (!a->string)
+			continue;
+		switch (rfs_strmap_put(&seen, a->string, (void *)1)) {
+		case RFS_PUT_EXISTS:
+			dup = a->string;
+			break;
+		case RFS_PUT_NOMEM:
+			*nomem = 1;
+			break;
+		case RFS_PUT_NEW:
+			break;
+		}
+	}
+	rfs_strmap_release(&seen);
+	return dup;
 }
 
 /* 1 when the JSON text has an escaped NUL (\u0000) in a string: cJSON would cut the string there. */
@@ -268,7 +282,7 @@ enum rfs_code rfs_tokvocab_parse(struct rfs_tokvocab *v, const char *text, size_
 	const cJSON *model;
 	const char *dup;
 	uint32_t model_size = 0;
-	int ret;
+	int ret, full = 0;
 
 	memset(v, 0, sizeof(*v));
 	if (has_nul_escape(text, len))
@@ -279,11 +293,16 @@ enum rfs_code rfs_tokvocab_parse(struct rfs_tokvocab *v, const char *text, size_
 		return rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: not a JSON object", dir);
 	}
 	model = cJSON_GetObjectItemCaseSensitive(root, "model");
-	if ((dup = dup_key(root)) || (dup = dup_key(cJSON_IsObject(model) ? model : NULL))) {
+	dup = dup_key(root, &full);
+	if (!dup && !full)
+		dup = dup_key(cJSON_IsObject(model) ? model : NULL, &full);
+	if (dup) {
 		char b1[96];
 
 		ret = rfs_errf(err, RFS_E_FORMAT, "%s/tokenizer.json: key '%s' is given twice", dir,
 			       shown(dup, b1, sizeof(b1)));
+	} else if (full) {
+		ret = nomem(err, dir);
 	} else {
 		ret = model_vocab(v, cJSON_GetObjectItemCaseSensitive(model, "vocab"), dir, &model_size, err);
 	}

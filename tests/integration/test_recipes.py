@@ -422,6 +422,11 @@ def test_tokenizer_union_rows_by_token(zoo, tmp_path, mounter, layout):
     (lambda t: t["added_tokens"].append({"id": 3, "content": "tok9"}), ["'tok9' says id 3", "gives it id 9"]),
     (lambda t: t["model"]["vocab"].update({"a\u0000b": 600}), ["NUL"]),
     (lambda t: t["model"]["vocab"].update({"dup5": 5}), ["id 5 is both"]),
+    # 300k keys at the top: checked for duplicates in linear time (pairwise took 33 s
+    # for 100k, so this one would pass the 60 s limit), then refused for its vocab
+    (lambda t: t.update({f"k{i}": 0 for i in range(300000)}, model={**t["model"],
+                                                               "vocab": {"tok5": "five"}}),
+     ["tok5", "not a number"]),
 ])
 def test_tokenizer_source_hostile_tokenizers(zoo, tmp_path, refuser, mutate, names):
     """A model's tokenizer.json is read only to align by: anything malformed is refused
