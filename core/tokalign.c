@@ -21,7 +21,6 @@
 #include "recipe.h"
 #include "strmap.h"
 #include "tokvocab.h"
-#include "tunables.h"
 #include "util.h"
 
 /* Reads the term @s's tokenizer.json (tokvocab.h) into @v and checks its
@@ -29,24 +28,19 @@
 static int vocab_load(struct rfs_build *b, const struct rfs_src *s, struct rfs_tokvocab *v, char **text,
 		      size_t *len)
 {
-	struct rfs_bsrc *bs = NULL;
 	char *t = NULL, why[sizeof(b->err->msg)];
 	size_t n = 0;
 	int ret;
 
 	memset(v, 0, sizeof(*v));
-	/* opened here rather than by rfs_src_read_file: a term without one is the recipe's error */
-	ret = s->td->ops->open(s->td, "tokenizer.json", &bs, b->err);
-	if (ret) {
+	ret = rfs_src_read_file(s, "tokenizer.json", &t, &n, b->err);
+	if (ret) { /* a term without one is the recipe's error */
 		snprintf(why, sizeof(why), "%s", b->err->msg);
 		return rfs_errf(b->err, RFS_E_SPEC,
 				"%s: tokenizer_source aligns the vocabularies by token, and %s has no usable tokenizer.json (%s)",
 				b->p->recipe->path, s->dir, why);
 	}
-	ret = rfs_bsrc_read_all(bs, RFS_TUNE_MAX_JSON_FILE, &t, &n, b->err);
-	rfs_bsrc_close(bs);
-	if (!ret)
-		ret = rfs_tokvocab_parse(v, t, n, s->dir, rfs_src_vocab_size(s), b->err);
+	ret = rfs_tokvocab_parse(v, t, n, s->dir, rfs_src_vocab_size(s), b->err);
 	if (text && !ret) {
 		*text = t;
 		*len = n;
